@@ -1,0 +1,7 @@
+"""FOCUS model components; importing this module registers them with detectron2."""
+from .registry import (  # noqa: F401
+    PIXEL_DECODER_REGISTRY,
+    TRANSFORMER_DECODER_REGISTRY,
+    build_pixel_decoder,
+    build_transformer_decoder,
+)

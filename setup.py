@@ -1,0 +1,51 @@
+"""Install `focus`. The deformable-attention CUDA kernel is compiled into `focus._C` only when CUDA is
+available or FORCE_CUDA=1 (`make build-cuda`); everything runs in pure PyTorch without it."""
+import os
+
+from setuptools import find_packages, setup
+
+
+def _ext_modules():
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME
+    except ImportError:
+        return [], {}
+    want_cuda = os.environ.get("FORCE_CUDA", "0") == "1" or (torch.cuda.is_available() and CUDA_HOME)
+    if not want_cuda:
+        return [], {}
+    from focus_build import cuda_extension  # noqa: E402  (kept next to setup.py, see focus_build.py)
+
+    return [cuda_extension()], {"build_ext": cuda_extension.build_ext}
+
+
+ext_modules, cmdclass = _ext_modules()
+
+setup(
+    name="focus",
+    version="0.1.0",
+    description="FOCUS universal foreground segmentation (SOD, COD, SD, DBD, FD, DIS) on detectron2",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["focus", "focus.*"]),
+    package_data={"focus.layers.ms_deform_attn": ["csrc/*", "csrc/*/*"]},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.23,<2",
+        "opencv-python-headless>=4.7",
+        "scipy>=1.10",
+        "scikit-learn>=1.2",
+        "pysodmetrics>=1.4",
+        "open-clip-torch>=2.20",
+        "fvcore>=0.1.5",
+        "pycocotools>=2.0.6",
+        "Pillow>=9",
+        "tqdm",
+        "psutil",
+    ],
+    extras_require={"test": ["pytest>=7", "timm>=0.9"], "wandb": ["wandb"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
