@@ -5,3 +5,4 @@ from .registry import (  # noqa: F401
     build_pixel_decoder,
     build_transformer_decoder,
 )
+from . import backbone  # noqa: F401,E402  (D2DINOV2)
