@@ -1,0 +1,352 @@
+"""Training and evaluation engine: a detectron2 `DefaultTrainer` with the official FOCUS recipe.
+
+What it adds to `DefaultTrainer` (spec §10):
+* AdamW with one parameter group per tensor: lr x `SOLVER.BACKBONE_MULTIPLIER` under `backbone`, no weight
+  decay for normalisation and `nn.Embedding` parameters, frozen parameters (CLIP) excluded;
+* full-model gradient clipping (`SOLVER.CLIP_GRADIENTS.CLIP_TYPE: full_model`);
+* `WarmupPolyLR` from detectron2's DeepLab project;
+* mixed precision on any device: fp16 + GradScaler on CUDA, bf16 autocast on CPU (`SOLVER.AMP.DTYPE`), where
+  detectron2's `AMPTrainer` requires CUDA;
+* checkpoints written atomically (temporary file + `os.replace`), so a kill during a save never corrupts the
+  checkpoint that `last_checkpoint` names;
+* the task evaluator of `focus.evaluation` and an inference loop that skips images an interrupted evaluation
+  already scored; test-time augmentation that returns what that evaluator needs.
+"""
+import copy
+import itertools
+import logging
+import os
+import time
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model
+from detectron2.evaluation import DatasetEvaluators, print_csv_format
+from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
+from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import log_every_n_seconds, setup_logger
+
+from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
+from ..evaluation import build_evaluator
+from .tta import FOCUSWithTTA
+
+__all__ = [
+    "FOCUSTrainer",
+    "AtomicCheckpointer",
+    "AutocastTrainer",
+    "build_optimizer",
+    "inference_on_dataset",
+    "amp_dtype",
+    "setup_cfg",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _atomic_write(path, write_fn, mode="wb"):
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, mode) as f:
+        write_fn(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """`DetectionCheckpointer` whose checkpoint files and `last_checkpoint` tag are written atomically.
+
+    detectron2 streams `torch.save` straight into the final file and then rewrites `last_checkpoint` in place,
+    so a kill at the wrong moment leaves a truncated file that `--resume` then fails to load.
+    """
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        _atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        _atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+
+
+def amp_dtype(cfg, device_type):
+    """Autocast dtype for `SOLVER.AMP.DTYPE` ("auto": fp16 on CUDA, bf16 elsewhere)."""
+    name = cfg.SOLVER.AMP.DTYPE.lower()
+    if name == "auto":
+        return torch.float16 if device_type == "cuda" else torch.bfloat16
+    table = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if name not in table:
+        raise ValueError(f"SOLVER.AMP.DTYPE must be one of auto, fp16, bf16; got {cfg.SOLVER.AMP.DTYPE!r}")
+    return table[name]
+
+
+class AutocastTrainer(SimpleTrainer):
+    """`SimpleTrainer` under `torch.autocast` on any device; a GradScaler only for fp16 on CUDA."""
+
+    def __init__(self, model, data_loader, optimizer, device_type="cpu", dtype=torch.bfloat16):
+        super().__init__(model, data_loader, optimizer)
+        self.device_type = device_type
+        self.dtype = dtype
+        use_scaler = device_type == "cuda" and dtype == torch.float16
+        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def run_step(self):
+        assert self.model.training, "[AutocastTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            loss_dict = self.model(data)
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+        else:
+            losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+_NORM_TYPES = (
+    torch.nn.BatchNorm1d,
+    torch.nn.BatchNorm2d,
+    torch.nn.BatchNorm3d,
+    torch.nn.SyncBatchNorm,
+    torch.nn.GroupNorm,
+    torch.nn.InstanceNorm1d,
+    torch.nn.InstanceNorm2d,
+    torch.nn.InstanceNorm3d,
+    torch.nn.LayerNorm,
+    torch.nn.LocalResponseNorm,
+)
+
+
+def build_optimizer(cfg, model):
+    """The official optimizer (spec §10): one group per parameter, backbone lr multiplier, no weight decay on
+    normalisation and embedding parameters, full-model gradient clipping inside `step`."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    norm_types = _NORM_TYPES + (FrozenBatchNorm2d,)
+    defaults = {"lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}
+    params, memo = [], set()
+    for module_name, module in model.named_modules():
+        for _, value in module.named_parameters(recurse=False):
+            if not value.requires_grad or value in memo:
+                continue
+            memo.add(value)
+            group = dict(defaults)
+            if "backbone" in module_name:
+                group["lr"] = group["lr"] * cfg.SOLVER.BACKBONE_MULTIPLIER
+            if isinstance(module, norm_types):
+                group["weight_decay"] = cfg.SOLVER.WEIGHT_DECAY_NORM
+            if isinstance(module, torch.nn.Embedding):
+                group["weight_decay"] = cfg.SOLVER.WEIGHT_DECAY_EMBED
+            params.append({"params": [value], **group})
+
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    full_model = clip.ENABLED and clip.CLIP_TYPE == "full_model" and clip.CLIP_VALUE > 0.0
+
+    def with_full_model_clipping(optim_cls):
+        if not full_model:
+            return optim_cls
+
+        class FullModelGradientClippingOptimizer(optim_cls):
+            def step(self, closure=None):
+                all_params = itertools.chain(*[g["params"] for g in self.param_groups])
+                torch.nn.utils.clip_grad_norm_(all_params, clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
+                return super().step(closure=closure)
+
+        return FullModelGradientClippingOptimizer
+
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name == "ADAMW":
+        optimizer = with_full_model_clipping(torch.optim.AdamW)(params, cfg.SOLVER.BASE_LR)
+    elif name == "SGD":
+        optimizer = with_full_model_clipping(torch.optim.SGD)(params, cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+    else:
+        raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
+    if not full_model:
+        optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    return optimizer
+
+
+def inference_on_dataset(model, data_loader, evaluator):
+    """Run `model` on `data_loader` and evaluate, skipping inputs the evaluator already scored.
+
+    Like `detectron2.evaluation.inference_on_dataset`, but asks `evaluator.is_done(input)` (when the evaluator
+    has it) first, so an interrupted evaluation resumes without recomputing finished images.
+    """
+    evaluators = evaluator._evaluators if isinstance(evaluator, DatasetEvaluators) else [evaluator]
+    checks = [e.is_done for e in evaluators if hasattr(e, "is_done")]
+    evaluator.reset()
+    total = len(data_loader)
+    done = skipped = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        was_training = model.training
+        model.eval()
+        for idx, inputs in enumerate(data_loader):
+            todo = [x for x in inputs if not (checks and all(check(x) for check in checks))]
+            skipped += len(inputs) - len(todo)
+            if todo:
+                outputs = model(todo)
+                evaluator.process(todo, outputs)
+                done += len(todo)
+            log_every_n_seconds(
+                logging.INFO,
+                f"Inference done {idx + 1}/{total} ({skipped} already scored). "
+                f"{(time.perf_counter() - start) / max(done, 1):.3f} s/img",
+                n=5,
+            )
+        model.train(was_training)
+    logger.info(f"Inference: {done} images run, {skipped} reused from an interrupted evaluation")
+    results = evaluator.evaluate()
+    return results if results is not None else {}
+
+
+class FOCUSTrainer(DefaultTrainer):
+    """`DefaultTrainer` with the FOCUS data, evaluator, optimizer, schedule, AMP and atomic checkpoints."""
+
+    def __init__(self, cfg):
+        from detectron2.engine import TrainerBase
+
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        if cfg.SOLVER.AMP.ENABLED:
+            device_type = torch.device(cfg.MODEL.DEVICE).type
+            self._trainer = AutocastTrainer(model, data_loader, optimizer, device_type, amp_dtype(cfg, device_type))
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_writers(self):
+        writers = super().build_writers()
+        if self.cfg.TEST.WANDBENABLE:
+            from .wandb import WandbWriter  # optional dependency, only when asked for
+
+            writers.append(WandbWriter(self.cfg))
+        return writers
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        for name in cfg.DATASETS.TRAIN:
+            ensure_registered(name)
+        return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        ensure_registered(dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=FocusTestMapper(cfg))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_deeplab_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def load_weights(cls, cfg, model):
+        """Load `MODEL.WEIGHTS` (an official or `focus` checkpoint, or a bare state dict) into `model`."""
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+        return model
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate on every `DATASETS.TEST` entry; returns `{dataset: {metric: value}}`."""
+        results = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            loader = cls.build_test_loader(cfg, name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+            res = inference_on_dataset(model, loader, evaluator)
+            results[name] = res.get(name, res) if isinstance(res, dict) else res
+            if comm.is_main_process():
+                logger.info(f"Evaluation results for {name} in csv format:")
+                print_csv_format(res)
+        return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate with test-time augmentation (`TEST.AUG`); results are suffixed `_TTA`."""
+        model = FOCUSWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, model, evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in res.items())
+
+
+def clone_for_eval(cfg):
+    """A frozen copy of `cfg` for inference: the CLIP branch is training-only and never built here."""
+    cfg = copy.deepcopy(cfg)
+    cfg.defrost()
+    cfg.MODEL.CLIP_REFINER.ENABLED = False
+    cfg.freeze()
+    return cfg
+
+
+def setup_cfg(config_file, opts=(), eval_only=False):
+    """Build a frozen config: detectron2 defaults + `add_focus_config` + file + overrides.
+
+    For `--eval-only` the CLIP branch is not built (it is training-only, spec §6.6).
+    """
+    from detectron2.config import get_cfg
+
+    from ..config import add_focus_config
+
+    cfg = get_cfg()
+    add_focus_config(cfg)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if eval_only:
+        cfg.MODEL.CLIP_REFINER.ENABLED = False
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Train or evaluate FOCUS.
+
+    python tools/train_net.py --config-file configs/cod/focus_dinov2_large.yaml --num-gpus 2
+    python tools/train_net.py --config-file configs/cod/focus_dinov2_large.yaml --resume
+    python tools/train_net.py --config-file configs/cod/focus_dinov2_large.yaml --eval-only MODEL.WEIGHTS W.pth
+
+Trailing `KEY VALUE` pairs override the config. `--eval-only` never builds the CLIP branch.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+
+import focus  # noqa: E402,F401  (registers the components)
+from focus.engine.trainer import FOCUSTrainer  # noqa: E402
+from focus.engine.trainer import setup_cfg  # noqa: E402
+
+
+def main(args):
+    cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+    default_setup(cfg, args)
+    if args.eval_only:
+        model = FOCUSTrainer.build_model(cfg)
+        FOCUSTrainer.load_weights(cfg, model)
+        res = FOCUSTrainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(FOCUSTrainer.test_with_TTA(cfg, model))
+        return res
+    trainer = FOCUSTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:
+        from detectron2.engine import hooks
+
+        trainer.register_hooks([hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))])
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
