@@ -6,3 +6,4 @@ from .registry import (  # noqa: F401
     build_transformer_decoder,
 )
 from . import backbone  # noqa: F401,E402  (D2DINOV2)
+from . import pixel_decoder, transformer_decoder, meta_arch  # noqa: F401,E402  (decoders, FOCUSHead, FOCUS)
