@@ -1,0 +1,175 @@
+"""`FOCUSCLIPRefiner`: CLIP region and text features for the contrastive distillation loss (spec §6).
+
+Used in training only (spec §6.6): the transformer decoder calls `region_features` after every prediction
+head and projects the result with its `image_embed` / `text_embed` heads; the criterion's `loss_clip`
+compares them. Nothing at inference reads CLIP.
+"""
+import open_clip
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from torch import nn
+
+from .clip_model import (
+    CLIP_PIXEL_MEAN,
+    CLIP_PIXEL_STD,
+    open_clip_name,
+    build_clip_model,
+    encode_image_with_mask_prompt,
+    encode_text,
+)
+from .templates import VILD_TEMPLATES, get_templates
+
+__all__ = ["FOCUSCLIPRefiner", "build_clip_refiner"]
+
+NO_OBJECT_PROMPT = "None"
+
+
+class FOCUSCLIPRefiner(nn.Module):
+    """Frozen CLIP (OpenAI architecture, mask-prompted visual tower) producing per-query region features and
+    the text features of the prompts of the predicted classes.
+
+    State (keys equal the official ones): `clip_model.*` (frozen except `clip_model.visual.mask_embedding`),
+    `non_object_embedding` `(1, E)` (unused by the loss), buffers `pixel_mean` / `pixel_std` `(1, 3, 1, 1)` =
+    255 · CLIP mean / std. The text-feature cache is a plain dict (not state).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        prompts,
+        clip_model_name="ViT-B/16",
+        mask_prompt_depth=3,
+        text_templates=VILD_TEMPLATES,
+        weights="",
+        mask_prompt_fwd=True,
+        fix_region_inputs=False,
+        mask_thr=0.5,
+        input_pixel_mean=(123.675, 116.28, 103.53),
+        input_pixel_std=(58.395, 57.12, 57.375),
+    ):
+        """
+        Args:
+            prompts: one prompt per real class (index 0 = foreground, 1 = background); `"None"` is appended
+                for the no-object class.
+            clip_model_name: OpenAI CLIP model name ("ViT-B/16").
+            mask_prompt_depth: number of mask-prompt embeddings.
+            text_templates: templates with one `{}`; text features are averaged over them.
+            weights: "" (random CLIP) or a local CLIP state-dict file.
+            mask_prompt_fwd: pass the region masks to the visual tower as mask prompts.
+            fix_region_inputs: False = official region inputs (double sigmoid, so the mask prompt is inert;
+                CLIP statistics applied to the ImageNet-normalised tensor; spec §13 item 7). True = single
+                sigmoid for the region weights, mask prompt = (weight > `mask_thr`) so that patches outside
+                the region get the mask embedding, CLIP statistics applied to the un-normalised RGB image.
+            mask_thr: binarisation threshold of the mask prompt when `fix_region_inputs`.
+            input_pixel_mean, input_pixel_std: statistics that normalised the input images (0..255 RGB),
+                used to recover RGB when `fix_region_inputs`.
+        """
+        super().__init__()
+        if len(prompts) == 0:
+            raise ValueError("MODEL.CLIP_REFINER.PROMPTS is empty: one prompt per class is needed for CLIP")
+        self.clip_model = build_clip_model(clip_model_name, mask_prompt_depth, weights)
+        embed_dim = self.clip_model.text_projection.shape[1]
+        self.non_object_embedding = nn.Parameter(torch.randn(1, embed_dim) * embed_dim**-0.5)
+        self.register_buffer("pixel_mean", 255 * torch.tensor(CLIP_PIXEL_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", 255 * torch.tensor(CLIP_PIXEL_STD).view(1, 3, 1, 1))
+        self.prompts = list(prompts) + [NO_OBJECT_PROMPT]
+        self.templates = tuple(text_templates)
+        self.tokenizer = open_clip.get_tokenizer(open_clip_name(clip_model_name))
+        self.mask_prompt_fwd = mask_prompt_fwd
+        self.fix_region_inputs = fix_region_inputs
+        self.mask_thr = mask_thr
+        self.input_pixel_mean = tuple(input_pixel_mean)
+        self.input_pixel_std = tuple(input_pixel_std)
+        self.input_size = self.clip_model.visual.image_size[0]
+        self.text_feature_buffer = {}  # prompt → (E,) fp32, not part of the state dict
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.CLIP_REFINER
+        return {
+            "prompts": list(c.PROMPTS),
+            "clip_model_name": c.CLIP_MODEL_NAME,
+            "mask_prompt_depth": c.MASK_PROMPT_DEPTH,
+            "text_templates": get_templates(c.TEXT_TEMPLATES, c.PREDEFINED_PROMPT_TEMPLATES),
+            "weights": c.WEIGHTS,
+            "mask_prompt_fwd": c.MASK_PROMPT_FWD,
+            "fix_region_inputs": c.FIX_REGION_INPUTS,
+            "mask_thr": c.MASK_THR,
+            "input_pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "input_pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+        }
+
+    @torch.no_grad()
+    def _encode_prompts(self, prompts):
+        """Template-ensembled text features `(N, E)` fp32: per template L2-normalised, averaged, re-normalised."""
+        device = self.clip_model.text_projection.device
+        texts = [t.format(p) for p in prompts for t in self.templates]
+        with torch.autocast(device_type=device.type, enabled=False):
+            feats = encode_text(self.clip_model, self.tokenizer(texts).to(device)).float()
+        feats = F.normalize(feats, dim=-1).view(len(prompts), len(self.templates), -1).mean(1)
+        return F.normalize(feats, dim=-1)
+
+    def get_text_features(self, prompts):
+        """Text features of `prompts` plus the L2-normalised `non_object_embedding` as a last row → `(N+1, E)`.
+
+        Prompt features are computed once (frozen text tower) and cached in `text_feature_buffer`.
+        """
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.text_feature_buffer]
+        if missing:
+            self.text_feature_buffer.update(zip(missing, self._encode_prompts(missing)))
+        device = self.non_object_embedding.device
+        text = torch.stack([self.text_feature_buffer[p].to(device) for p in prompts])
+        return torch.cat([text, F.normalize(self.non_object_embedding, dim=-1)])
+
+    def encode_regions(self, regions, region_masks):
+        """L2-normalised CLIP embeddings `(R, E)` of CLIP-normalised regions `(R, 3, S, S)` with mask prompts
+        `(R, 1, S, S)` (ignored unless `mask_prompt_fwd`)."""
+        masks = region_masks if self.mask_prompt_fwd else None
+        return F.normalize(encode_image_with_mask_prompt(self.clip_model.visual, regions, masks), dim=-1)
+
+    def region_features(self, images, pred_masks, pred_logits):
+        """Per-query CLIP image features and the text features of the predicted classes (spec §6.3 steps 1-3).
+
+        Args:
+            images: `(B, 3, H, W)` ImageNet-normalised, padded input tensor (as fed to the backbone).
+            pred_masks: `(B, Q, h, w)` mask logits.
+            pred_logits: `(B, Q, C+1)` class logits.
+        Returns:
+            `image_features (B, Q, E)` L2-normalised, region `q` = query `q` (query order, independent of
+            the labels); `text_features (B, Q, E)`, row `q` = prompt of `argmax(pred_logits[b, q])` (the
+            appended no-object embedding row is dropped, as in the official decoder).
+        All B·Q regions go through CLIP in one batch (spec §13 item 26: the official code loops per image).
+        """
+        b, q = pred_masks.shape[:2]
+        size = self.input_size
+        weights = torch.sigmoid(10 * F.interpolate(pred_masks, size=(size, size), mode="bilinear", align_corners=False))
+        imgs = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        if self.fix_region_inputs:
+            mean = imgs.new_tensor(self.input_pixel_mean).view(1, 3, 1, 1)
+            std = imgs.new_tensor(self.input_pixel_std).view(1, 3, 1, 1)
+            imgs = imgs * std + mean
+            prompt_masks = (weights > self.mask_thr).to(weights.dtype)
+        else:
+            # spec §13 item 7: a second sigmoid on (0, 1) values gives weights in [0.5, 1), so every patch of
+            # the mask prompt pools to 1 and the mask embedding never enters the computation.
+            weights = torch.sigmoid(100 * weights)
+            prompt_masks = weights
+        regions = imgs[:, None] * weights[:, :, None]  # (B, Q, 3, S, S)
+        regions = (regions - self.pixel_mean.to(regions.dtype)) / self.pixel_std.to(regions.dtype)
+        image_features = self.encode_regions(
+            regions.flatten(0, 1), prompt_masks.flatten(0, 1)[:, None]
+        ).view(b, q, -1)
+        labels = pred_logits.argmax(-1).tolist()
+        text_features = torch.stack(
+            [self.get_text_features([self.prompts[label] for label in row])[:q] for row in labels]
+        )
+        return image_features, text_features.to(image_features.dtype)
+
+
+def build_clip_refiner(cfg):
+    """The `FOCUSCLIPRefiner` of `cfg`, or None when `MODEL.CLIP_REFINER.ENABLED` is False."""
+    if not cfg.MODEL.CLIP_REFINER.ENABLED:
+        return None
+    return FOCUSCLIPRefiner(cfg)
