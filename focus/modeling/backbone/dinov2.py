@@ -103,7 +103,7 @@ class D2DINOV2(Backbone):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if use_cls else None
         self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
-        dpr = [float(r) for r in torch.linspace(0, drop_path_rate, depth)]
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             [Block(embed_dim, num_heads, mlp_ratio, ffn_type, dpr[i], with_cp) for i in range(depth)]
         )
