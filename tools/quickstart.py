@@ -96,7 +96,7 @@ def main(argv=None):
     parser.add_argument("--output", default=str(ROOT / "output/quickstart"))
     parser.add_argument("--n-train", type=int, default=400)
     parser.add_argument("--n-test", type=int, default=60)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=160)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. SOLVER.MAX_ITER 50")
     args = parser.parse_args(argv)
     out = Path(args.output)

@@ -21,7 +21,6 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model
 from detectron2.evaluation import DatasetEvaluators, print_csv_format
@@ -32,6 +31,7 @@ from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
 from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
 from ..evaluation import build_evaluator
+from ..modeling.checkpoint import FOCUSCheckpointer
 from .tta import FOCUSWithTTA
 
 __all__ = [
@@ -56,8 +56,8 @@ def _atomic_write(path, write_fn, mode="wb"):
     os.replace(tmp, path)
 
 
-class AtomicCheckpointer(DetectionCheckpointer):
-    """`DetectionCheckpointer` whose checkpoint files and `last_checkpoint` tag are written atomically.
+class AtomicCheckpointer(FOCUSCheckpointer):
+    """`FOCUSCheckpointer` whose checkpoint files and `last_checkpoint` tag are written atomically.
 
     detectron2 streams `torch.save` straight into the final file and then rewrites `last_checkpoint` in place,
     so a kill at the wrong moment leaves a truncated file that `--resume` then fails to load.
