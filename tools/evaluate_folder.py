@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Score a folder of predicted masks against a folder of GT masks.
+
+    python tools/evaluate_folder.py --pred DIR --gt DIR [--protocol standard|focus] [--task TASK]
+                                    [--output FILE.json]
+
+Predictions (8-bit soft maps or binary PNGs) and GT masks are matched by file stem, any extensions.
+Predictions whose size differs from the GT are resized to it (bilinear) and counted; missing and extra files
+are listed. ``standard`` reports ``Smeasure, wFmeasure, MAE, adpEm, meanEm, maxEm, adpFm, meanFm, maxFm``
+(+ ``BER, IoU, Dice`` for sd/dbd, ``F1, AUC`` for fd, all of them without ``--task``); ``focus`` reports the
+official ``MAE, SM, EM, WFM, BER, F1, AUC, FM`` on binarised predictions (BER in the official 0.75 x scale).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from focus.data.catalog import TASKS  # noqa: E402
+from focus.evaluation.folder import format_table, json_safe, score_folder  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pred", required=True, help="folder of predictions (8-bit soft maps or binary masks)")
+    ap.add_argument("--gt", required=True, help="folder of GT masks (foreground > 128)")
+    ap.add_argument("--protocol", default="standard", choices=["standard", "focus"])
+    ap.add_argument("--task", default=None, choices=list(TASKS), help="selects the extra standard metrics")
+    ap.add_argument("--output", default=None, help="write the result JSON here")
+    ap.add_argument("--name", default=None, help="row label of the printed table (default: the GT folder)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    res = score_folder(args.pred, args.gt, protocol=args.protocol, task=args.task)
+    label = args.name or Path(args.gt).resolve().parent.name or args.gt
+    title = f"{args.protocol} protocol, {res['num_images']} images"
+    if args.protocol == "focus":
+        title += "  [official names; BER = 0.75 x true BER in %, spec §13 item 1]"
+    print(format_table([(label, res["metrics"])], res["metric_names"], title=title))
+    if res["resized"]:
+        print(f"{len(res['resized'])} prediction(s) resized to the GT size: {res['resized'][:10]}")
+    if res["missing"]:
+        print(f"{len(res['missing'])} GT file(s) without a prediction (not scored): {res['missing'][:10]}")
+    if res["extra"]:
+        print(f"{len(res['extra'])} prediction(s) without a GT (ignored): {res['extra'][:10]}")
+    if res["undefined_per_image"]:
+        print(f"{len(res['undefined_per_image'])} image(s) with an undefined metric (excluded from its mean): "
+              f"{res['undefined_per_image'][:10]}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.output, "w") as fh:
+            json.dump(json_safe(res), fh, indent=1)
+        print(f"wrote {args.output}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
