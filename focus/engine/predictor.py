@@ -59,7 +59,10 @@ class FOCUSPredictor:
         self.cfg = clone_for_eval(cfg)  # CLIP is training-only and never built here (spec §6.6)
         self.model = build_model(self.cfg)
         self.model.eval()
-        if self.cfg.MODEL.WEIGHTS:
+        weights = self.cfg.MODEL.WEIGHTS
+        if weights:
+            if "://" not in weights and not os.path.isfile(weights):
+                raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: {weights}")
             FOCUSTrainer.load_weights(self.cfg, self.model)
         self.resize = FocusTestMapper(self.cfg).resize  # the evaluation pipeline's ResizeShortestEdge
 

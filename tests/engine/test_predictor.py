@@ -141,6 +141,21 @@ def test_tiny_focus_end_to_end():
     assert out["soft"].min() >= 0.0 and out["soft"].max() <= 1.0
 
 
+def test_weights_are_loaded(tmp_path):
+    torch.manual_seed(1)
+    trained = FOCUSPredictor(_cfg(arch="FOCUS"))
+    path = tmp_path / "model.pth"
+    torch.save({"model": trained.model.state_dict()}, path)
+    torch.manual_seed(2)
+    loaded = FOCUSPredictor(_cfg("MODEL.WEIGHTS", str(path), arch="FOCUS"))
+    image = _image(40, 52, seed=3)
+    a, b = trained(image), loaded(image)
+    torch.testing.assert_close(b["sem_seg"], a["sem_seg"], rtol=0, atol=0)
+    np.testing.assert_array_equal(b["mask"], a["mask"])
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
+        FOCUSPredictor(_cfg("MODEL.WEIGHTS", str(tmp_path / "missing.pth")))
+
+
 # --------------------------------------------------------------------------------------------- writers
 
 

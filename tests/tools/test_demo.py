@@ -132,3 +132,23 @@ def test_config_and_output_errors(demo, tmp_path):
     assert demo.resolve_config(demo.DEFAULT_CONFIG) == str(ROOT / "configs/tiny/focus_tiny.yaml") or os.path.isfile(
         demo.DEFAULT_CONFIG
     )
+
+
+def test_real_images(demo, shared_data, tmp_path, capsys):
+    """Real files: .jpg/.JPG, a TIFF, a 2.7k-px JPEG with '#' in its name; outputs at the EXIF-aware size."""
+    from focus.data.io import read_image_size
+
+    folder = shared_data / "dbd" / "CUHK-sample" / "images"
+    tif = shared_data / "fd" / "CASIA2-sample" / "images" / "Tp_D_CRD_S_N_ani00028_ani00058_00148.tif"
+    dis = sorted((shared_data / "dis" / "DIS5K-sample" / "images").glob("*.jpg"))[0]
+    out = tmp_path / "out"
+    status = demo.main(
+        ["--input", str(folder), str(tif), str(dis), "--output", str(out), "--save", "mask", "overlay",
+         "--opts", *FAST]
+    )
+    assert status == 0 and "done 7, skipped 0, failed 0" in capsys.readouterr().out
+    for path in [*sorted(folder.iterdir()), tif, dis]:
+        h, w = read_image_size(path)
+        for kind in ("mask", "overlay"):
+            with Image.open(out / f"{path.stem}_{kind}.png") as im:
+                assert im.size == (w, h), (path.name, kind)
