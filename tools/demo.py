@@ -97,12 +97,13 @@ def _glob_base(pattern):
     return os.path.join(*parts) if parts else "."
 
 
-def collect_inputs(specs):
+def collect_inputs(specs, exclude=None):
     """Expand `--input` entries into `[(file, relative output stem)]` and a list of `(spec, reason)` errors.
 
     Folders are searched recursively and glob matches filtered by image extension (any case); a file named
     explicitly is taken whatever its extension. The output stem keeps the sub-folder structure below the
     folder (or the glob's wildcard-free base); two inputs that would write the same outputs are an error.
+    Files below the folder `exclude` (the output folder, when it lies inside an input folder) are ignored.
     """
     found, errors = [], []
     for spec in specs:
@@ -123,10 +124,11 @@ def collect_inputs(specs):
             found += [(p, os.path.relpath(p, base)) for p in matches]
         else:
             errors.append((spec, "no such file or folder"))
+    excluded = os.path.join(os.path.realpath(exclude), "") if exclude else None
     jobs, seen_files, seen_stems = [], set(), {}
     for path, rel in found:
         real = os.path.realpath(path)
-        if real in seen_files:
+        if real in seen_files or (excluded and real.startswith(excluded)):
             continue
         seen_files.add(real)
         stem = os.path.splitext(rel)[0]
@@ -156,7 +158,7 @@ class _LazyPredictor:
 
 def run_images(args, predictor):
     kinds = args.save or list(OUTPUT_KINDS)
-    jobs, errors = collect_inputs(args.input)
+    jobs, errors = collect_inputs(args.input, exclude=args.output)
     for spec, reason in errors:
         _report(spec, reason)
     done = skipped = 0

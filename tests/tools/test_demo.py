@@ -93,11 +93,11 @@ def test_video_input(demo, tmp_path, capsys):
     for i in range(8):
         writer.write(np.roll(_rgb(64, 96, 0), 4 * i, axis=1))
     writer.release()
-    status = demo.main(
-        ["--video-input", str(clip), "--output", str(tmp_path / "out"), "--save", "overlay", "mask", "--opts", *FAST]
-    )
+    kinds = ["overlay", "mask", "soft", "cutout"]
+    status = demo.main(["--video-input", str(clip), "--output", str(tmp_path / "out"), "--save", *kinds,
+                        "--opts", *FAST])
     assert status == 0 and "done 1, skipped 0, failed 0" in capsys.readouterr().out
-    for kind in ("overlay", "mask"):
+    for kind in kinds:
         cap = cv2.VideoCapture(str(tmp_path / "out" / f"clip_{kind}.mp4"))
         assert cap.isOpened(), kind
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
@@ -107,7 +107,10 @@ def test_video_input(demo, tmp_path, capsys):
             frames += 1
         cap.release()
         assert (frames, size, fps) == (8, (96, 64), 5.0), kind
-    assert sorted(os.listdir(tmp_path / "out")) == ["clip_mask.mp4", "clip_overlay.mp4"]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(f"clip_{k}.mp4" for k in kinds)
+    status = demo.main(["--video-input", str(clip), "--output", str(tmp_path / "out"), "--save", *kinds,
+                        "--skip-existing", "--opts", *FAST])
+    assert status == 0 and "done 0, skipped 1, failed 0" in capsys.readouterr().out
 
 
 def test_collect_inputs(demo, tmp_path):
@@ -119,7 +122,11 @@ def test_collect_inputs(demo, tmp_path):
     assert rel == [("x/one.JPEG", "one"), ("x/deep/two.png", "deep/two")]  # folder walk sorted, file deduped
     assert [(os.path.relpath(p, tmp_path), "overwrite" in r) for p, r in errors] == [("x/deep/two.webp", True)]
 
-    jobs, errors = demo.collect_inputs([str(tmp_path / "x" / "**" / "*.png"), str(tmp_path / "missing.jpg")])
+    (tmp_path / "x" / "out").mkdir()
+    (tmp_path / "x" / "out" / "one_mask.png").write_bytes(b"")  # outputs inside the input folder are not inputs
+    jobs, errors = demo.collect_inputs(
+        [str(tmp_path / "x" / "**" / "*.png"), str(tmp_path / "missing.jpg")], exclude=str(tmp_path / "x" / "out")
+    )
     assert [stem for _, stem in jobs] == ["deep/two"]  # relative to the glob's wildcard-free base
     assert len(errors) == 1 and "no such file" in errors[0][1]
 
