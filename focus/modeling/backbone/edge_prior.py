@@ -36,7 +36,7 @@ def edge_overlay(x, pixel_mean=None, pixel_std=None, from_rgb=False):
         std = torch.as_tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
         img = (x.detach().float().cpu() * std + mean).round_().clamp_(0, 255).to(torch.uint8)
     else:
-        img = x.detach().cpu().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        img = x.detach().float().cpu().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
         img = img.flip(1)  # cv2.cvtColor(RGB2BGR), spec §2.3 step 2: the BGR order is kept downstream
     img = img.permute(0, 2, 3, 1).numpy()
     out = np.stack([_overlay_u8(np.ascontiguousarray(im)) for im in img])
