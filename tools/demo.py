@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2  # noqa: E402
+import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import focus  # noqa: E402,F401  (registers the components)
@@ -63,6 +64,10 @@ def get_parser():
     )
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     parser.add_argument("--max-frames", type=int, default=0, help="video/webcam: stop after N frames (0 = all)")
+    parser.add_argument(
+        "--num-threads", type=int, default=0,
+        help="CPU threads for PyTorch (0 = its default); 1 is often fastest on a busy or small machine",
+    )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return parser
 
@@ -312,6 +317,8 @@ def main(argv=None):
     if not os.path.isfile(config_file):
         get_parser().error(f"--config-file: config file not found: {args.config_file}")
     cfg = setup_cfg(config_file, args.opts, eval_only=True)
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     predictor = _LazyPredictor(cfg)
     start = time.perf_counter()
     if args.input:
