@@ -112,14 +112,16 @@ def main(argv=None):
     log.info(f"[1/5] synthetic SOD data in {data_root / 'sod'} ({args.n_train} train / {args.n_test} test)")
 
     cfg = setup_cfg(args.config_file, ["OUTPUT_DIR", str(out / "train"), *args.opts])
+    dataset = cfg.DATASETS.TEST[0]
+    # evaluation happens below, once, under both protocols and next to the baseline
+    train_cfg = setup_cfg(args.config_file, ["OUTPUT_DIR", str(out / "train"), *args.opts, "DATASETS.TEST", "()"])
     t_train = time.time()
-    trainer = FOCUSTrainer(cfg)
+    trainer = FOCUSTrainer(train_cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
     t_train = time.time() - t_train
     log.info(f"[2/5] trained {cfg.SOLVER.MAX_ITER} iterations in {t_train:.0f} s -> {out / 'train'}")
 
-    dataset = cfg.DATASETS.TEST[0]
     loader = FOCUSTrainer.build_test_loader(cfg, dataset)
     model = trainer.model.eval()
     results = evaluate(model, loader, dataset, out / "eval" / "focus_tiny")
