@@ -124,3 +124,25 @@ def test_reduced_precision_inference(dtype, tiny_model):
     assert next(model.sem_seg_head.parameters()).dtype == torch.bfloat16
     assert out["sem_seg"].dtype == torch.float32
     assert (out["sem_seg"] - ref["sem_seg"]).abs().max() < 0.1
+
+
+@pytest.mark.slow
+def test_training_with_clip_refiner():
+    """Full training step with the CLIP tower (random ViT-B/16): loss_clip at every prediction, gradients reach the
+    projection heads, CLIP stays frozen (spec §6.6)."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**{"MODEL.CLIP_REFINER.ENABLED": True, "MODEL.MASK_FORMER.DEC_LAYERS": 2})
+    cfg.MODEL.CLIP_REFINER.PROMPTS = ["foreground.", "background."]
+    model = build_model(cfg).train()
+    losses = model([_sample()])
+    assert {"loss_clip", "loss_clip_0"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    predictor = model.sem_seg_head.predictor
+    assert predictor.image_embed.projection.weight.grad is not None
+    assert predictor.text_embed.projection.weight.grad is not None
+    assert predictor.clip_refiner.clip_model.visual.proj.grad is None
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([{"image": torch.rand(3, 32, 32) * 255}])
+    assert out["sem_seg"].shape == (2, 32, 32)
