@@ -48,12 +48,12 @@ def semantic_inference(mask_cls, mask_pred):
 
 
 def foreground_probability(sem_seg):
-    """Soft foreground map `sem_seg[0] / (sem_seg[0] + sem_seg[1])` in [0, 1], `(H, W)`.
+    """Soft foreground map `sem_seg[0] / (sem_seg[0] + sem_seg[1])` in [0, 1], `(H, W)` (0 where both are 0).
 
-    When one query predicts foreground and the other background (the case the merge rule's two-entry branch
-    handles), this is > 0.5 exactly where the foreground query's mask probability outweighs the background's, so
-    thresholding it at 0.5 agrees with `instances.pred_masks` in that case; it is a soft saliency map for the
-    standard SOD/COD metrics (spec §13 item 2).
+    Consistent with the merge rule (`merge_masks`) when one query is foreground and the other background: with
+    confident classes (`p[q_fg, 0] ~ p[q_bg, 1] ~ 1`) it reduces to `s_fg / (s_fg + s_bg)`, which is > 0.5 exactly
+    where the rule's two-entry branch outputs `s_fg > s_bg`. It is the soft saliency map for the standard
+    SOD/COD metrics (the official evaluation uses the binary mask, spec §13 item 2).
     """
     return sem_seg[0] / (sem_seg[0] + sem_seg[1]).clamp_min(1e-6)
 
