@@ -8,7 +8,7 @@ CUDA_EXT_NAME = "focus._C"
 CPU_EXT_NAME = "focus_ms_deform_attn_cpu"
 # -fopenmp only at compile time: at::parallel_for's OpenMP region then links against torch's own libgomp
 # (already loaded with libtorch_cpu), so torch.set_num_threads governs the kernel too.
-CXX_FLAGS = ["-O3", "-fopenmp", "-std=c++17"]
+CXX_FLAGS = ["-O3", "-fopenmp"]
 NVCC_FLAGS = [
     "-O3",
     "-DCUDA_HAS_FP16=1",

@@ -30,6 +30,13 @@ def ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_lo
         `grid_sample(bilinear, zeros padding, align_corners=False)` at grid `2 * loc - 1`.
     """
     del level_start_index
+    out_dtype = value.dtype
+    if value.dtype in (torch.float16, torch.bfloat16) and value.device.type == "cpu":
+        # reduced precision on CPU: sample in fp32, as the kernels accumulate. CPU grid_sample in bf16 returns
+        # garbage (inf/NaN) for the strided per-level value views below (torch 2.14), and a bf16 grid would round
+        # locations by up to 1/4 pixel on a 64-wide level
+        value = value.float()
+        sampling_locations, attention_weights = sampling_locations.float(), attention_weights.float()
     n, _, m, dh = value.shape
     _, lq, _, num_levels, num_points, _ = sampling_locations.shape
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
@@ -45,8 +52,8 @@ def ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_lo
         sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
-    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * dh, lq)
-    return output.transpose(1, 2).contiguous()
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights.to(value.dtype)).sum(-1).view(n, m * dh, lq)
+    return output.transpose(1, 2).contiguous().to(out_dtype)
 
 
 class MSDeformAttnFunction(Function):
