@@ -37,20 +37,22 @@ def clip_contrastive_loss(image_features, text_features, temperature=CLIP_TEMPER
 
     Per image: `logits = T Iᵀ / τ`, soft targets `softmax((I Iᵀ + T Tᵀ) / 2 · τ)` (official: multiplied by
     τ, spec §13 item 8; `fix_target=True` divides by τ instead), symmetric soft cross-entropy averaged over
-    the queries, then over the batch. Features are not L2-normalised (they are LayerNorm outputs).
+    the queries, then over the batch. Features are not L2-normalised (they are LayerNorm outputs). Computed
+    in fp32 with autocast off (logits reach ~|T||I|/τ ≈ 7·10³).
 
     Args:
         image_features, text_features: `(B, Q, E)`.
     Returns:
         scalar loss (fp32).
     """
-    img, txt = image_features.float(), text_features.float()
-    logits = txt @ img.transpose(1, 2) / temperature
-    sim = (img @ img.transpose(1, 2) + txt @ txt.transpose(1, 2)) / 2
-    targets = F.softmax(sim / temperature if fix_target else sim * temperature, dim=-1)
-    loss_t = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)
-    loss_i = -(targets.transpose(1, 2) * F.log_softmax(logits.transpose(1, 2), dim=-1)).sum(-1)
-    return ((loss_i + loss_t) / 2).mean(-1).mean()
+    with torch.autocast(device_type=image_features.device.type, enabled=False):
+        img, txt = image_features.float(), text_features.float()
+        logits = txt @ img.transpose(1, 2) / temperature
+        sim = (img @ img.transpose(1, 2) + txt @ txt.transpose(1, 2)) / 2
+        targets = F.softmax(sim / temperature if fix_target else sim * temperature, dim=-1)
+        loss_t = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)
+        loss_i = -(targets.transpose(1, 2) * F.log_softmax(logits.transpose(1, 2), dim=-1)).sum(-1)
+        return ((loss_i + loss_t) / 2).mean(-1).mean()
 
 
 def _uncertainty(logits):

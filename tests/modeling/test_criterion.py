@@ -226,3 +226,14 @@ def test_bf16_autocast_cpu():
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert torch.isfinite(outputs["pred_masks"].grad).all()
+
+
+def test_loss_clip_fp32_under_autocast_and_unknown_loss_name():
+    g = torch.Generator().manual_seed(5)
+    img, txt = torch.randn(2, 2, 512, generator=g), torch.randn(2, 2, 512, generator=g)
+    ref = clip_contrastive_loss(img, txt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = clip_contrastive_loss(img, txt)
+    assert got.dtype == torch.float32 and got.item() == ref.item()
+    with pytest.raises(ValueError, match="cosine"):
+        make_criterion(FixedMatcher([[0]]), losses=["cosine"])
