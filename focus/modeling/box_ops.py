@@ -4,6 +4,7 @@ torchvision's `generalized_box_iou` has no epsilon in its denominators; the offi
 `box_ops` with `+1e-6` added, spec §7.3) does, which matters for the degenerate all-zero boxes of empty
 masks. Boxes are `(N, 4)` tensors.
 """
+
 import torch
 
 __all__ = ["box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "box_iou", "generalized_box_iou"]

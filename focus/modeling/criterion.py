@@ -2,6 +2,7 @@
 classification, box (L1 + GIoU) losses, and the unmatched CLIP contrastive distillation loss (spec §6.5),
 with deep supervision over the auxiliary decoder outputs.
 """
+
 import torch
 import torch.nn.functional as F
 from detectron2.projects.point_rend.point_features import (
@@ -137,9 +138,7 @@ class SetCriterion(nn.Module):
         src_logits = outputs["pred_logits"].float()
         idx = self._src_permutation_idx(indices)
         target_classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-        target_classes = torch.full(
-            src_logits.shape[:2], self.num_classes, dtype=torch.int64, device=src_logits.device
-        )
+        target_classes = torch.full(src_logits.shape[:2], self.num_classes, dtype=torch.int64, device=src_logits.device)
         target_classes[idx] = target_classes_o.to(src_logits.device)
         loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight)
         return {"loss_ce": loss_ce}

@@ -3,6 +3,7 @@
 FOCUS has two queries and (normally) two targets, foreground and background; which query takes which
 target is decided per image and per decoder output by this matcher.
 """
+
 import torch
 import torch.nn.functional as F
 from detectron2.projects.point_rend.point_features import point_sample
@@ -95,9 +96,7 @@ class HungarianMatcher(nn.Module):
                     outputs["pred_logits"][b], pred_masks[b], target["labels"], target["masks"], coords
                 )
                 rows, cols = linear_sum_assignment(cost.cpu().numpy())
-                indices.append(
-                    (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
-                )
+                indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices
 
     def __repr__(self):

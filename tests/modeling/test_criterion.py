@@ -1,4 +1,5 @@
 """SetCriterion and its loss terms vs hand computation / direct re-statements of spec §6.5 and §7.3."""
+
 import math
 
 import numpy as np
@@ -23,8 +24,15 @@ class FixedMatcher:
 
 def make_criterion(matcher, losses=("masks", "labels", "clip", "boxes"), fix=False, num_points=16):
     return SetCriterion(
-        num_classes=2, matcher=matcher, weight_dict={}, eos_coef=0.1, losses=list(losses),
-        num_points=num_points, oversample_ratio=3.0, importance_sample_ratio=0.75, fix_clip_target=fix,
+        num_classes=2,
+        matcher=matcher,
+        weight_dict={},
+        eos_coef=0.1,
+        losses=list(losses),
+        num_points=num_points,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+        fix_clip_target=fix,
     )
 
 
@@ -83,9 +91,7 @@ def test_dice_and_bce_by_hand():
     assert dice_loss(logits, target, 1).item() == pytest.approx(1 - 2 / 3.25, rel=1e-6)
     # BCE: mean(−log 0.5, −log 0.25)
     assert sigmoid_ce_loss(logits, target, 1).item() == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-6)
-    assert dice_loss(logits.repeat(2, 1), target.repeat(2, 1), 4).item() == pytest.approx(
-        (1 - 2 / 3.25) / 2, rel=1e-6
-    )
+    assert dice_loss(logits.repeat(2, 1), target.repeat(2, 1), 4).item() == pytest.approx((1 - 2 / 3.25) / 2, rel=1e-6)
 
 
 def test_loss_ce_weighted_mean_by_hand():
@@ -109,8 +115,10 @@ def test_boxes_l1_giou_by_hand():
     tgt = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
     crit = make_criterion(FixedMatcher([[0]]), losses=["boxes"])
     out = crit.loss_boxes(
-        {"pred_boxes": raw.view(1, 1, 4)}, [{"boxes": tgt, "labels": torch.tensor([0])}],
-        [(torch.tensor([0]), torch.tensor([0]))], 2,
+        {"pred_boxes": raw.view(1, 1, 4)},
+        [{"boxes": tgt, "labels": torch.tensor([0])}],
+        [(torch.tensor([0]), torch.tensor([0]))],
+        2,
     )
     assert out["loss_bbox"].item() == pytest.approx((0.25 + 0.25 + 0 + 0) / 2, rel=1e-5)
     inter, union, hull = 0.0625, 0.25 + 0.25 - 0.0625, 0.5625
@@ -131,7 +139,8 @@ def test_loss_masks_on_fixed_points(monkeypatch):
     # points at the four pixel centres of a 2x2 map: bilinear sampling returns pixel values exactly
     centres = torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
     monkeypatch.setattr(
-        criterion_mod, "get_uncertain_point_coords_with_randomness",
+        criterion_mod,
+        "get_uncertain_point_coords_with_randomness",
         lambda logits, *a: centres.expand(logits.shape[0], -1, -1),
     )
     pred = torch.tensor([[[[1.0, -1.0], [2.0, 0.0]], [[0.0, 3.0], [-2.0, 1.0]]]])  # (1, 2, 2, 2)
@@ -176,11 +185,18 @@ def _targets(b=2, size=16):
     targets = []
     for i in range(b):
         fg = torch.zeros(size, size, dtype=torch.bool)
-        fg[2 + i: 9, 3: 12 - i] = True
+        fg[2 + i : 9, 3 : 12 - i] = True
         masks = torch.stack([fg, ~fg])
         boxes = torch.tensor([[3, 2 + i, 12 - i, 9], [0, 0, size, size]], dtype=torch.float) / size
-        cxcywh = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
-                              boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
+        cxcywh = torch.stack(
+            [
+                (boxes[:, 0] + boxes[:, 2]) / 2,
+                (boxes[:, 1] + boxes[:, 3]) / 2,
+                boxes[:, 2] - boxes[:, 0],
+                boxes[:, 3] - boxes[:, 1],
+            ],
+            1,
+        )
         targets.append({"labels": torch.tensor([0, 1]), "masks": masks, "boxes": cxcywh})
     return targets
 
@@ -208,8 +224,10 @@ def test_clip_loss_skipped_without_queries():
 
 def test_empty_targets_give_zero_box_and_mask_losses():
     crit = make_criterion(HungarianMatcher(num_points=32), num_points=32)
-    targets = [{"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 16, 16),
-                "boxes": torch.zeros(0, 4)} for _ in range(2)]
+    targets = [
+        {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 16, 16), "boxes": torch.zeros(0, 4)}
+        for _ in range(2)
+    ]
     losses = crit(_outputs(n_aux=0), targets)
     # spec §13 item 9: the official code names these loss_bbox_0 / loss_giou_0; here the regular keys, value 0
     for k in ("loss_bbox", "loss_giou", "loss_mask", "loss_dice"):

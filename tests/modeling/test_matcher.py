@@ -1,4 +1,5 @@
 """HungarianMatcher: obvious assignments, cost vs a numpy re-statement of spec §7.2, brute-force optimality."""
+
 import itertools
 
 import numpy as np
@@ -25,8 +26,9 @@ def test_obvious_assignment(swap):
     if swap:
         pred, logits = pred.flip(0), logits.flip(0)
     matcher = HungarianMatcher(cost_class=1.0, cost_mask=5.0, cost_dice=5.0, num_points=256)
-    (src, tgt), = matcher({"pred_logits": logits[None], "pred_masks": pred[None]},
-                          [{"labels": labels, "masks": tmasks.bool()}])
+    ((src, tgt),) = matcher(
+        {"pred_logits": logits[None], "pred_masks": pred[None]}, [{"labels": labels, "masks": tmasks.bool()}]
+    )
     assert src.dtype == tgt.dtype == torch.int64
     got = dict(zip(src.tolist(), tgt.tolist()))
     assert got == ({0: 0, 1: 1} if swap else {0: 1, 1: 0})
@@ -69,8 +71,9 @@ def test_cost_matches_numpy_and_assignment_is_brute_force_optimum():
         np.testing.assert_allclose(cost, expected, rtol=1e-5, atol=1e-6)
 
         torch.manual_seed(trial)
-        (src, tgt), = matcher({"pred_logits": logits[None], "pred_masks": masks[None]},
-                              [{"labels": labels, "masks": tmasks}])
+        ((src, tgt),) = matcher(
+            {"pred_logits": logits[None], "pred_masks": masks[None]}, [{"labels": labels, "masks": tmasks}]
+        )
         torch.manual_seed(trial)
         rand_coords = torch.rand(1, 32, 2)
         c = matcher.cost_matrix(logits, masks, labels, tmasks, rand_coords).numpy()
@@ -82,8 +85,10 @@ def test_single_and_empty_targets():
     matcher = HungarianMatcher(num_points=64)
     out = {"pred_logits": torch.randn(2, 2, 3), "pred_masks": torch.randn(2, 2, 8, 8)}
     tm = _square_masks(8)
-    targets = [{"labels": torch.tensor([1]), "masks": tm[1:]},
-               {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 8)}]
+    targets = [
+        {"labels": torch.tensor([1]), "masks": tm[1:]},
+        {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 8)},
+    ]
     (s0, t0), (s1, t1) = matcher(out, targets)
     assert len(s0) == len(t0) == 1 and t0.tolist() == [0]
     assert len(s1) == len(t1) == 0
@@ -94,7 +99,8 @@ def test_runs_fp32_under_bf16_autocast():
     tmasks = _square_masks()
     pred = (torch.stack([tmasks[1], tmasks[0]]) * 2 - 1) * 10
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        (src, tgt), = matcher({"pred_logits": torch.zeros(1, 2, 3, dtype=torch.bfloat16),
-                               "pred_masks": pred[None].bfloat16()},
-                              [{"labels": torch.tensor([0, 1]), "masks": tmasks}])
+        ((src, tgt),) = matcher(
+            {"pred_logits": torch.zeros(1, 2, 3, dtype=torch.bfloat16), "pred_masks": pred[None].bfloat16()},
+            [{"labels": torch.tensor([0, 1]), "masks": tmasks}],
+        )
     assert dict(zip(src.tolist(), tgt.tolist())) == {0: 1, 1: 0}

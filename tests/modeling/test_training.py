@@ -1,5 +1,6 @@
 """Training path of the FOCUS model on a real ECSSD image: forward + backward on the tiny config, with and
 without the CLIP distillation branch, in fp32 and under bf16 autocast on CPU."""
+
 import cv2
 import pytest
 import torch
@@ -56,11 +57,19 @@ def _check_step(model, batch, expect_clip, autocast_dtype=None):
     for n, g in grads.items():
         assert g is None or torch.isfinite(g).all(), n
     pred = "sem_seg_head.predictor."
-    for n in ("class_embed.weight", "mask_embed.layers.0.weight", "bbox_embed.layers.2.weight", "query_feat.weight",
-              "transformer_ffn_layers.0.linear1.weight", "transformer_cross_attention_layers.1.multihead_attn.in_proj_weight"):
+    for n in (
+        "class_embed.weight",
+        "mask_embed.layers.0.weight",
+        "bbox_embed.layers.2.weight",
+        "query_feat.weight",
+        "transformer_ffn_layers.0.linear1.weight",
+        "transformer_cross_attention_layers.1.multihead_attn.in_proj_weight",
+    ):
         assert grads[pred + n] is not None and grads[pred + n].abs().sum() > 0, n
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("backbone."))
-    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("sem_seg_head.pixel_decoder."))
+    assert any(
+        g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("sem_seg_head.pixel_decoder.")
+    )
     return losses, grads
 
 

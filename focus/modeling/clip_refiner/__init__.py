@@ -1,4 +1,5 @@
 """CLIP refiner of FOCUS (training-only contrastive distillation, spec §6) and its projection heads."""
+
 from .clip_model import (
     add_mask_prompt,
     build_clip_model,

@@ -6,6 +6,7 @@ architecture (QuickGELU) whose state-dict keys are OpenAI's; the mask embedding 
 `visual` and the mask-prompted forward is `encode_image_with_mask_prompt`. Weights are random unless a
 local OpenAI / open_clip state dict is given; nothing is ever downloaded.
 """
+
 import logging
 import zipfile
 
@@ -98,7 +99,7 @@ def load_clip_weights(model, path):
     optionally with a "module." prefix) into `model`. `visual.mask_embedding` may be absent (it keeps its
     initialisation, as in the official non-strict load); any other missing or unexpected key is an error."""
     state = _read_state_dict(path)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     state = {k: v.float() for k, v in state.items() if k not in _OPENAI_META_KEYS}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k != "visual.mask_embedding"]

@@ -1,4 +1,5 @@
 """`ProjectionHead`: the decoder's `image_embed` / `text_embed` heads on CLIP features (spec §6.4)."""
+
 from torch import nn
 
 __all__ = ["ProjectionHead"]

@@ -4,6 +4,7 @@ Used in training only (spec §6.6): the transformer decoder calls `region_featur
 head and projects the result with its `image_embed` / `text_embed` heads; the criterion's `loss_clip`
 compares them. Nothing at inference reads CLIP.
 """
+
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -158,9 +159,7 @@ class FOCUSCLIPRefiner(nn.Module):
             prompt_masks = weights
         regions = imgs[:, None] * weights[:, :, None]  # (B, Q, 3, S, S)
         regions = (regions - self.pixel_mean.to(regions.dtype)) / self.pixel_std.to(regions.dtype)
-        image_features = self.encode_regions(
-            regions.flatten(0, 1), prompt_masks.flatten(0, 1)[:, None]
-        ).view(b, q, -1)
+        image_features = self.encode_regions(regions.flatten(0, 1), prompt_masks.flatten(0, 1)[:, None]).view(b, q, -1)
         labels = pred_logits.argmax(-1).tolist()
         text_features = torch.stack(
             [self.get_text_features([self.prompts[label] for label in row])[:q] for row in labels]

@@ -1,4 +1,5 @@
 """Prompt templates of the CLIP text side (spec §6.2, `MODEL.CLIP_REFINER.TEXT_TEMPLATES`)."""
+
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 __all__ = ["VILD_TEMPLATES", "IMAGENET_TEMPLATES", "get_templates"]

@@ -1,6 +1,7 @@
 """FOCUSCLIPRefiner semantics on a tiny open_clip ViT (same code paths as ViT-B/16, fast):
 mask-prompted forward vs open_clip and vs a re-statement of OVSeg's forward, region features vs a per-image
 re-statement of spec §6.3, inert / live mask prompt, text features (ensembling, cache, tokeniser), weights."""
+
 import open_clip
 import pytest
 import torch
@@ -21,8 +22,10 @@ from focus.modeling.clip_refiner import (
 )
 from focus.modeling.clip_refiner.clip_model import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 
-PROMPTS = ["It’s an image of salient objects without background.",
-           "It’s an image of background with salient objects removed."]
+PROMPTS = [
+    "It’s an image of salient objects without background.",
+    "It’s an image of background with salient objects removed.",
+]
 
 
 def tiny_clip(depth=3, seed=0):
@@ -96,7 +99,8 @@ def reference_region_features(r, images, pred_masks, pred_logits, fix):
         image = imgs[b]
         if fix:
             image = image * torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1) + torch.tensor(
-                [123.675, 116.28, 103.53]).view(3, 1, 1)
+                [123.675, 116.28, 103.53]
+            ).view(3, 1, 1)
             mt = mask_tensor[b]
             prompt = (mt > 0.5).float()
         else:
@@ -153,8 +157,7 @@ def test_mask_prompt_inert_by_default_and_live_with_fix(refiner):
 def test_text_features_ensemble_and_cache(refiner, monkeypatch):
     model, tok = refiner.clip_model, refiner.tokenizer
     with torch.no_grad():
-        per_template = [F.normalize(model.encode_text(tok([t.format(PROMPTS[0])])), dim=-1)
-                        for t in refiner.templates]
+        per_template = [F.normalize(model.encode_text(tok([t.format(PROMPTS[0])])), dim=-1) for t in refiner.templates]
     expected = F.normalize(torch.cat(per_template).mean(0), dim=-1)
     calls = []
     real = refiner_mod.encode_text

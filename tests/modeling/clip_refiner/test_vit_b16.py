@@ -1,13 +1,16 @@
 """The real CLIP refiner (ViT-B/16, random weights, built offline once for the module): official state-dict
 keys and shapes (golden_dev/keys.txt), frozen parameters, buffers, one region-feature forward."""
+
 import pytest
 import torch
 
 from focus.modeling.clip_refiner import FOCUSCLIPRefiner, ProjectionHead
 
 PREFIX = "sem_seg_head.predictor.clip_refiner."
-PROMPTS = ["It’s an image of salient objects without background.",
-           "It’s an image of background with salient objects removed."]
+PROMPTS = [
+    "It’s an image of salient objects without background.",
+    "It’s an image of background with salient objects removed.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def _official_keys(reference, prefix):
             continue
         name, shape = line.split("\t")[:2]
         if name.startswith(prefix):
-            keys[name[len(prefix):]] = tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())
+            keys[name[len(prefix) :]] = tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())
     return keys
 
 
