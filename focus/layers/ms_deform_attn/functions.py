@@ -52,7 +52,7 @@ def ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_lo
         sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
-    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights.to(value.dtype)).sum(-1).view(n, m * dh, lq)
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * dh, lq)
     return output.transpose(1, 2).contiguous().to(out_dtype)
 
 

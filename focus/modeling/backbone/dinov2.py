@@ -204,7 +204,11 @@ class D2DINOV2(Backbone):
         deform1, deform2 = deform_inputs(h, w, self.patch_size, x.device)
 
         # edge prior (spec §2.3) and level embeddings (spec §2.4)
-        edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb)
+        # the overlay's uint8 conversion needs the fp32 input (bf16 would shift the clipped levels); the network
+        # then runs in the parameters' dtype (reduced-precision inference casts the weights, not the input)
+        dtype = self.pos_embed.dtype
+        edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb).to(dtype)
+        x = x.to(dtype)
         c1, c2, c3, c4 = self.edge(edge_in)
         n2, n3 = c2.shape[1], c3.shape[1]
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)

@@ -273,7 +273,7 @@ class FOCUS(nn.Module):
     def _forward_inference(self, batched_inputs, images):
         if self.inference_dtype != torch.float32:
             self._cast_for_inference()
-        features = self.backbone(images.tensor.to(self._cast_dtype))
+        features = self.backbone(images.tensor)  # fp32: the backbone casts after the edge overlay
         outputs = self.sem_seg_head(features, images.tensor)
         mask_cls_results = outputs["pred_logits"].float()
         # spec §1.2 step 7: first resize to the padded input size
