@@ -1,22 +1,34 @@
 """Install `focus`. The deformable-attention CUDA kernel is compiled into `focus._C` only when CUDA is
 available or FORCE_CUDA=1 (`make build-cuda`); everything runs in pure PyTorch without it."""
+import importlib.util
 import os
 
 from setuptools import find_packages, setup
 
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_build_helper():
+    """focus/layers/ms_deform_attn/build.py loaded by path: importing the `focus` package needs detectron2,
+    which may not be importable while building."""
+    path = os.path.join(ROOT, "focus", "layers", "ms_deform_attn", "build.py")
+    spec = importlib.util.spec_from_file_location("focus_ms_deform_attn_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _ext_modules():
     try:
         import torch
-        from torch.utils.cpp_extension import CUDA_HOME
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension
     except ImportError:
         return [], {}
     want_cuda = os.environ.get("FORCE_CUDA", "0") == "1" or (torch.cuda.is_available() and CUDA_HOME)
     if not want_cuda:
         return [], {}
-    from focus_build import cuda_extension  # noqa: E402  (kept next to setup.py, see focus_build.py)
-
-    return [cuda_extension()], {"build_ext": cuda_extension.build_ext}
+    return [_load_build_helper().cuda_extension(ROOT)], {"build_ext": BuildExtension}
 
 
 ext_modules, cmdclass = _ext_modules()
