@@ -5,11 +5,15 @@ forward+backward, on the FOCUS-L shapes at 512x512 (pixel decoder, adapter injec
 Compiles the CPU extension on first use (cached under build/cpu_ext).
 """
 import argparse
+import os
+import sys
 
 import torch
 
-from focus.layers.ms_deform_attn import load_cpu_extension
-from focus.layers.ms_deform_attn.benchmark import FOCUS_L_512_CASES, benchmark_cases
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from focus.layers.ms_deform_attn import load_cpu_extension  # noqa: E402
+from focus.layers.ms_deform_attn.benchmark import FOCUS_L_512_CASES, benchmark_cases  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 

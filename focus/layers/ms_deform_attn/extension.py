@@ -15,7 +15,10 @@ import torch
 
 from . import build
 
-__all__ = ["cuda_extension", "cpu_extension", "load_cpu_extension", "cpu_extension_build_dir", "status"]
+__all__ = [
+    "cuda_extension", "cpu_extension", "load_cpu_extension", "cpu_extension_build_dir", "cpu_extension_built",
+    "status",
+]
 
 logger = logging.getLogger(__name__)
 BUILD_HINT = "build it with `make build-cuda` (tools/build_cuda.sh) or `FORCE_CUDA=1 pip install -e .`"
@@ -98,19 +101,42 @@ def unload_cpu_extension():
     _state["cpu"] = None
 
 
+def cpu_extension_built():
+    """Path of the compiled JIT CPU extension in the cache, or None if it was never built there."""
+    found = sorted(Path(cpu_extension_build_dir()).glob(f"{build.CPU_EXT_NAME}*.so"))
+    return str(found[0]) if found else None
+
+
 def status():
-    """Dict describing what is built and loaded (used by `python -m focus.collect_env`)."""
-    c_ext = cuda_extension()
+    """What is built and loaded, and which implementation `ms_deform_attn` uses per device (ordered dict of
+    strings, printed by `python -m focus.collect_env`). Never compiles nor logs."""
     try:
-        c_any = _import_c()
-        c_error = None
+        c_ext, c_error = _import_c(), None
     except ImportError as e:
-        c_any, c_error = None, str(e)
-    return {
-        "focus._C": "not built" if c_any is None else c_any.__file__,
-        "focus._C error": c_error,
-        "focus._C with CUDA": bool(c_ext is not None),
-        "focus._C CUDA archs": c_ext.cuda_arch_list() if c_ext is not None else None,
-        "CPU ext loaded": _state["cpu"] is not None,
-        "CPU ext build dir": cpu_extension_build_dir(),
+        c_ext, c_error = None, str(e)
+    has_cuda = c_ext is not None and c_ext.with_cuda()
+    cpu_jit = _state["cpu"]
+    info = {
+        "focus._C": c_error or ("not built" if c_ext is None else c_ext.__file__),
+        "focus._C CUDA kernel": (f"yes, archs {c_ext.cuda_arch_list()}" if has_cuda else "no"),
+        "CPU ext (JIT)": (f"loaded from {cpu_jit.__file__}" if cpu_jit is not None
+                          else f"built, not loaded: {cpu_extension_built()}" if cpu_extension_built()
+                          else f"not built (cache {cpu_extension_build_dir()})"),
     }
+    disabled = os.environ.get("FOCUS_DISABLE_EXT", "0") == "1"
+    reference = "PyTorch reference (grid_sample)"
+    if disabled:
+        cpu_impl = cuda_impl = reference + ", FOCUS_DISABLE_EXT=1"
+    else:
+        if cpu_jit is not None:
+            cpu_impl = "CPU kernel (JIT ext)"
+        elif os.environ.get("FOCUS_CPU_EXT", "0") == "1":
+            cpu_impl = "CPU kernel (JIT ext, compiled/loaded at first use: FOCUS_CPU_EXT=1)"
+        elif c_ext is not None:
+            cpu_impl = "CPU kernel (focus._C)"
+        else:
+            cpu_impl = reference + " (load_cpu_extension() or FOCUS_CPU_EXT=1 for the CPU kernel)"
+        cuda_impl = "CUDA kernel (focus._C)" if has_cuda else reference + f" ({BUILD_HINT})"
+    info["ms_deform_attn on cpu"] = cpu_impl
+    info["ms_deform_attn on cuda"] = cuda_impl
+    return info
