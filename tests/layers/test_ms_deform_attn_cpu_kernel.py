@@ -105,3 +105,15 @@ def test_cpu_kernel_under_autocast(cpu_ext, monkeypatch):
     monkeypatch.setenv("FOCUS_DISABLE_EXT", "1")
     torch.testing.assert_close(out.float(), module(*args), rtol=5e-2, atol=5e-2)
     out.float().sum().backward()
+
+
+def test_focus_cpu_ext_env_loads_at_first_use(cpu_ext, monkeypatch):
+    monkeypatch.delenv("FOCUS_DISABLE_EXT", raising=False)
+    monkeypatch.setitem(extension._state, "cpu", None)
+    monkeypatch.setitem(extension._state, "cuda", None)
+    monkeypatch.setitem(extension._state, "cuda_checked", True)
+    monkeypatch.setenv("FOCUS_CPU_EXT", "1")
+    backend = ms_deform_attn_backend("cpu")  # compiled already by the fixture: only (re)loads from the cache
+    assert backend is not None and backend.__name__ == cpu_ext.__name__
+    status = extension.status()
+    assert status["ms_deform_attn on cpu"] == "CPU kernel (JIT ext)" and status["CPU ext (JIT)"].startswith("loaded")

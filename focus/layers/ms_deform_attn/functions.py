@@ -121,5 +121,6 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     sampling_locations = sampling_locations.to(acc_dtype)
     attention_weights = attention_weights.to(acc_dtype)
     return MSDeformAttnFunction.apply(
-        backend, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        backend, value, spatial_shapes.to(value.device), level_start_index.to(value.device), sampling_locations,
+        attention_weights,
     )
