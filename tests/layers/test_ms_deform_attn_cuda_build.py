@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  (loads libc10 / libtorch that the extension links against)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -112,3 +112,21 @@ def test_dispatcher_reports_missing_cuda_ext_once(monkeypatch, caplog):
         assert ms_deform_attn_backend("cuda") is None
         assert ms_deform_attn_backend("cuda") is None
     assert len(caplog.records) == 1 and "make build-cuda" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "prefix,kwargs",
+    [
+        ("backbone.interactions.0.injector.attn.", dict(d_model=1024, n_levels=3, n_heads=16, n_points=4, ratio=0.5)),
+        ("backbone.interactions.0.extractor.attn.", dict(d_model=1024, n_levels=1, n_heads=16, n_points=4, ratio=0.5)),
+        ("sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn.",
+         dict(d_model=256, n_levels=3, n_heads=8, n_points=4)),
+    ],
+)
+def test_module_state_dict_matches_official(shared_reference, prefix, kwargs):
+    import json
+
+    entries = json.loads((shared_reference / "state_dict_focus_dinov2_large.json").read_text())["entries"]
+    official = {e["key"][len(prefix):]: tuple(e["shape"]) for e in entries if e["key"].startswith(prefix)}
+    ours = {k: tuple(v.shape) for k, v in MSDeformAttn(**kwargs).state_dict().items()}
+    assert ours == official
