@@ -65,7 +65,11 @@ def _setup_cfg(config_file, opts, device=None, dtype="fp32", train=False):
     opts = list(opts) + ["MODEL.WEIGHTS", "", "MODEL.FOCUS.INFERENCE_DTYPE", dtype]
     if device is not None:
         opts += ["MODEL.DEVICE", device]
-    return setup_cfg(config_file, opts, eval_only=not train)
+    cfg = setup_cfg(config_file, opts, eval_only=not train)
+    if device is None and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        # the shipped configs say cuda: run on the CPU of a machine without GPU unless --device insists
+        cfg = setup_cfg(config_file, opts + ["MODEL.DEVICE", "cpu"], eval_only=not train)
+    return cfg
 
 
 @contextlib.contextmanager
@@ -244,12 +248,22 @@ def _child_main(args):
 
 
 def _rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """Peak RSS of this process so far (MiB). On Linux VmHWM of /proc/self/status: ru_maxrss of a process spawned
+    by a large parent starts at the parent's RSS at fork time (the kernel keeps the pre-exec high-water mark)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    scale = 2.0**20 if sys.platform == "darwin" else 1024.0  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def measure_peak_rss(args):
     """Spawn a fresh process that builds the model and runs one forward pass / training step; returns its
-    `{"peak_rss_mb", "rss_after_import_mb", "rss_after_build_mb"}` (ru_maxrss, MiB)."""
+    `{"peak_rss_mb", "rss_after_import_mb", "rss_after_build_mb"}` (peak RSS so far at each point, MiB)."""
     cmd = [sys.executable, "-m", "focus.engine.benchmark", "--rss-child", "--config-file", args.config_file,
            "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads)]
     if args.train:
