@@ -1,7 +1,13 @@
 """Multi-scale deformable attention (spec §3): the module, the dispatching function, the PyTorch reference
 and the compiled CUDA/CPU kernels (`extension`)."""
 from .extension import load_cpu_extension
-from .functions import MSDeformAttnFunction, ms_deform_attn, ms_deform_attn_backend, ms_deform_attn_pytorch
+from .functions import (  # noqa: F401
+    MSDeformAttnFunction,
+    grid_centers,
+    ms_deform_attn,
+    ms_deform_attn_backend,
+    ms_deform_attn_pytorch,
+)
 from .modules import MSDeformAttn
 
 __all__ = [

@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from . import extension
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttnFunction", "ms_deform_attn_backend"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttnFunction", "ms_deform_attn_backend", "grid_centers"]
 
 IM2COL_STEP = 128  # official batch chunk of the CUDA kernel; no numerical effect (spec §3.2)
 
@@ -124,3 +124,22 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
         backend, value, spatial_shapes.to(value.device), level_start_index.to(value.device), sampling_locations,
         attention_weights,
     )
+
+
+def grid_centers(spatial_shapes, device=None):
+    """Normalised `(x, y)` centres of every cell of each `(h, w)` grid, concatenated level by level: `(S, 2)`.
+
+    These are the reference points of the deformable attention (ViT-Adapter injector/extractor and the
+    pixel-decoder encoder). Computed as `linspace(0.5, h - 0.5, h) / h`, bit-identical to the official code
+    (not `(arange + 0.5) / h`).
+    """
+    refs = []
+    for h, w in spatial_shapes:
+        h, w = int(h), int(w)
+        ref_y, ref_x = torch.meshgrid(
+            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+            indexing="ij",
+        )
+        refs.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
+    return torch.cat(refs, 0)

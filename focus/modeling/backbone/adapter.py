@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath
 
-from focus.layers import MSDeformAttn
+from focus.layers import MSDeformAttn, grid_centers
 
 __all__ = [
     "get_reference_points",
@@ -23,19 +23,8 @@ __all__ = [
 
 
 def get_reference_points(spatial_shapes, device):
-    """Normalised (x, y) centres of every cell of each `(h, w)` grid, concatenated: (1, sum h*w, 1, 2).
-
-    `linspace(0.5, h - 0.5, h) / h` as in the official code (bitwise, not `(arange + 0.5) / h`).
-    """
-    refs = []
-    for h, w in spatial_shapes:
-        ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
-        refs.append(torch.stack((ref_x.reshape(-1)[None] / w, ref_y.reshape(-1)[None] / h), -1))
-    return torch.cat(refs, 1)[:, :, None]
+    """Normalised (x, y) centres of every cell of each `(h, w)` grid, concatenated: (1, sum h*w, 1, 2)."""
+    return grid_centers(spatial_shapes, device)[None, :, None]
 
 
 def _level_start_index(spatial_shapes):

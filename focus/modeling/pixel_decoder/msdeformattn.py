@@ -9,7 +9,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import nn
 from torch.nn import functional as F
 
-from focus.layers import MSDeformAttn
+from focus.layers import MSDeformAttn, grid_centers
 
 from ..registry import PIXEL_DECODER_REGISTRY
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
@@ -61,15 +61,7 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         All positions are valid (no padding mask, valid ratios 1, spec §4 step 3), so a token's reference
         point on every level is its own centre `((j + 0.5) / W_l, (i + 0.5) / H_l)`.
         """
-        refs = []
-        for h, w in spatial_shapes:
-            ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
-                indexing="ij",
-            )
-            refs.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
-        ref = torch.cat(refs, 0)
+        ref = grid_centers(spatial_shapes, device)
         return ref[None, :, None, :].expand(batch_size, -1, len(spatial_shapes), -1)
 
     def forward(self, src, spatial_shapes, level_start_index, pos, padding_mask=None):
