@@ -23,7 +23,9 @@ fi
 start=$(date +%s)
 echo "[setup] building environment in $VENV"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+PIP="pip_quiet $VENV/bin/python -m pip --disable-pip-version-check"
+# pip warns about every absent local index folder of this machine's pip.conf: keep the log readable
+pip_quiet() { local rc=0; "$@" > >(grep -v "is ignored: it is neither a file nor a directory" >&2) 2>&1 || rc=$?; return $rc; }
 $PIP install -q --upgrade "pip>=24" "setuptools>=70" wheel
 $PIP install -q -r "$PINS"
 
