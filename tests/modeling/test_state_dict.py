@@ -76,3 +76,24 @@ def test_golden_size_keys(clip, shared_reference, monkeypatch):
         _compare(ours, ref)
     else:
         _compare(ours, {k: v for k, v in ref.items() if k in stored and not k.startswith(CLIP_PREFIX)})
+
+
+@pytest.mark.parametrize("task", ["sod", "cod", "sd", "dbd", "fd"])
+@pytest.mark.parametrize("size", ["large", "giant"])
+def test_every_shipped_config_builds(task, size, monkeypatch):
+    """Each task/size leaf builds its full model (on the meta device, CLIP as shipped) with its task settings."""
+    model = _build_on_meta(f"configs/{task}/focus_dinov2_{size}.yaml", monkeypatch, clip=True)
+    assert model.backbone.embed_dim == {"large": 1024, "giant": 1536}[size]
+    clip_weight = model.criterion.weight_dict["loss_clip"]
+    assert clip_weight == (0.01 if task == "fd" else 1.0)
+    prompts = model.sem_seg_head.predictor.clip_refiner.prompts
+    assert {"sd": "shadow", "fd": "forgery"}.get(task, "salient objects") in prompts[0]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs" / "tiny").glob("*.yaml")))
+def test_tiny_configs_build_on_cpu(name):
+    cfg = focus.add_focus_config(get_cfg())
+    cfg.merge_from_file(str(ROOT / "configs" / "tiny" / name))
+    cfg.merge_from_list(["MODEL.CLIP_REFINER.ENABLED", "False"])
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
