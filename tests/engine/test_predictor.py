@@ -28,13 +28,7 @@ from focus.engine.predictor import (
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny" / "focus_tiny.yaml")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run ~10x faster single-threaded on the shared CI/dev cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @META_ARCH_REGISTRY.register()
