@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .clip_model import (
     CLIP_PIXEL_MEAN,
@@ -128,7 +129,14 @@ class FOCUSCLIPRefiner(nn.Module):
         """L2-normalised CLIP embeddings `(R, E)` of CLIP-normalised regions `(R, 3, S, S)` with mask prompts
         `(R, 1, S, S)` (ignored unless `mask_prompt_fwd`)."""
         masks = region_masks if self.mask_prompt_fwd else None
-        return F.normalize(encode_image_with_mask_prompt(self.clip_model.visual, regions, masks), dim=-1)
+        if torch.is_grad_enabled() and regions.requires_grad:
+            # the tower is frozen but gradients flow through it to the masks: recompute its activations in the
+            # backward instead of keeping them for all 10 predictions (~3 GB of a FOCUS-L training step)
+            features = checkpoint(encode_image_with_mask_prompt, self.clip_model.visual, regions, masks,
+                                  use_reentrant=False)
+        else:
+            features = encode_image_with_mask_prompt(self.clip_model.visual, regions, masks)
+        return F.normalize(features, dim=-1)
 
     def region_features(self, images, pred_masks, pred_logits):
         """Per-query CLIP image features and the text features of the predicted classes (spec §6.3 steps 1-3).

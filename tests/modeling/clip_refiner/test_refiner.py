@@ -228,3 +228,18 @@ def test_config_mapping():
     assert args["input_pixel_std"] == tuple(cfg.MODEL.PIXEL_STD)
     with pytest.raises(ValueError, match="PROMPTS"):
         FOCUSCLIPRefiner(prompts=[])
+
+
+def test_encode_regions_recomputes_the_frozen_tower_with_identical_gradients(refiner):
+    """Regions that require grad go through activation checkpointing (memory), with the same values and grads."""
+    torch.manual_seed(1)
+    regions = torch.randn(2, 3, 224, 224, requires_grad=True)
+    masks = torch.rand(2, 1, 224, 224)
+    out = refiner.encode_regions(regions, masks)
+    (grad,) = torch.autograd.grad(out.square().sum(), regions)
+    visual = refiner.clip_model.visual
+    plain_masks = masks if refiner.mask_prompt_fwd else None
+    ref = F.normalize(encode_image_with_mask_prompt(visual, regions, plain_masks), dim=-1)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), regions)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=0)
