@@ -103,25 +103,6 @@ def test_few_steps_reduce_loss(sample):
     assert totals[-1] < totals[0], totals
 
 
-def _tiny_clip_tower(name, depth, weights):
-    """A small open_clip ViT/16 at 224 px with 512-d outputs (the decoder's projection heads expect 512)."""
-    import open_clip
-    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
-
-    from focus.modeling.clip_refiner import add_mask_prompt
-
-    model = open_clip.model.CLIP(
-        embed_dim=512,
-        vision_cfg=CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=224),
-        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
-        quick_gelu=True,
-    )
-    add_mask_prompt(model, depth)
-    for n, p in model.named_parameters():
-        p.requires_grad = n == "visual.mask_embedding"
-    return model
-
-
 def _check_clip_branch(model, grads):
     pred = "sem_seg_head.predictor."
     for head in ("image_embed", "text_embed"):
@@ -133,8 +114,11 @@ def _check_clip_branch(model, grads):
     assert all(p.grad is None for n, p in model.named_parameters() if "clip_model" in n and not p.requires_grad)
 
 
-def test_train_step_with_clip_branch(sample, monkeypatch):
-    monkeypatch.setattr(refiner_mod, "build_clip_model", _tiny_clip_tower)
+def test_train_step_with_clip_branch(sample, monkeypatch, tiny_clip):
+    # 512-d outputs: the decoder's projection heads expect 512
+    monkeypatch.setattr(
+        refiner_mod, "build_clip_model", lambda name, depth, weights: tiny_clip(depth, embed_dim=512, layers=2)
+    )
     torch.manual_seed(0)
     model = build_model(make_cfg("focus_tiny_clip.yaml", "MODEL.CLIP_REFINER.TEXT_TEMPLATES", "predefined"))
     _, grads = _check_step(model, [sample, sample], expect_clip=True)

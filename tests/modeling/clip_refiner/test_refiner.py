@@ -6,14 +6,12 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
 import focus.modeling.clip_refiner.refiner as refiner_mod
 from focus.config import add_focus_config
 from focus.modeling.clip_refiner import (
     VILD_TEMPLATES,
     FOCUSCLIPRefiner,
-    add_mask_prompt,
     build_clip_refiner,
     encode_image_with_mask_prompt,
     encode_text,
@@ -28,22 +26,8 @@ PROMPTS = [
 ]
 
 
-def tiny_clip(depth=3, seed=0):
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=32,
-        vision_cfg=CLIPVisionCfg(layers=3, width=64, head_width=32, patch_size=16, image_size=224),
-        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
-        quick_gelu=True,
-    )
-    add_mask_prompt(model, depth)
-    for name, p in model.named_parameters():
-        p.requires_grad = name == "visual.mask_embedding"
-    return model
-
-
 @pytest.fixture
-def refiner(monkeypatch):
+def refiner(monkeypatch, tiny_clip):
     monkeypatch.setattr(refiner_mod, "build_clip_model", lambda name, depth, weights: tiny_clip(depth))
     r = FOCUSCLIPRefiner(prompts=PROMPTS, text_templates=("a photo of a {}.", "There is a {} in the scene"))
     return r
@@ -71,7 +55,7 @@ def ovseg_visual_forward(visual, x, m):
     return visual.ln_post(x[:, 0, :]) @ visual.proj
 
 
-def test_mask_prompt_forward_matches_open_clip_and_ovseg():
+def test_mask_prompt_forward_matches_open_clip_and_ovseg(tiny_clip):
     model = tiny_clip()
     x = torch.randn(3, 3, 224, 224)
     with torch.no_grad():
@@ -174,7 +158,7 @@ def test_text_features_ensemble_and_cache(refiner, monkeypatch):
     assert not any("text_feature" in k for k in refiner.state_dict())
 
 
-def test_encode_text_truncation_equals_open_clip():
+def test_encode_text_truncation_equals_open_clip(tiny_clip):
     model = tiny_clip()
     tok = open_clip.get_tokenizer("ViT-B-16-quickgelu")(["a photo of a dog.", PROMPTS[1]])
     with torch.no_grad():
@@ -195,7 +179,7 @@ def test_templates():
         get_templates("nope")
 
 
-def test_load_clip_weights_from_local_file(tmp_path):
+def test_load_clip_weights_from_local_file(tmp_path, tiny_clip):
     src = tiny_clip(seed=1)
     state = {"module." + k: v for k, v in src.state_dict().items() if k != "visual.mask_embedding"}
     state["input_resolution"] = torch.tensor(224)  # OpenAI metadata entry
