@@ -40,6 +40,7 @@ from focus.engine.predictor import (  # noqa: E402
     render_video_frame,
     save_outputs,
 )
+from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/tiny/focus_tiny.yaml"
@@ -67,6 +68,10 @@ def get_parser():
     parser.add_argument(
         "--num-threads", type=int, default=0,
         help="CPU threads for PyTorch (0 = its default); 1 is often fastest on a busy or small machine",
+    )
+    parser.add_argument(
+        "--malloc", choices=MALLOC_POLICIES, default="keep",
+        help="glibc malloc policy: keep (reuse freed activation memory, no page faults per image) or default",
     )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return parser
@@ -319,6 +324,7 @@ def main(argv=None):
     cfg = setup_cfg(config_file, args.opts, eval_only=True)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
+    configure_malloc(args.malloc)
     predictor = _LazyPredictor(cfg)
     start = time.perf_counter()
     if args.input:

@@ -17,9 +17,12 @@ from detectron2.engine import default_argument_parser, default_setup, launch  # 
 import focus  # noqa: E402,F401  (registers the components)
 from focus.engine.trainer import FOCUSTrainer  # noqa: E402
 from focus.engine.trainer import setup_cfg  # noqa: E402
+from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
 
 
 def main(args):
+    # --eval-only: reuse freed activation memory across images instead of page-faulting it in (focus.engine.runtime)
+    configure_malloc(args.malloc or ("keep" if args.eval_only else "default"))
     cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
     default_setup(cfg, args)
     if args.eval_only:
@@ -38,7 +41,14 @@ def main(args):
     return trainer.train()
 
 
+def get_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--malloc", choices=MALLOC_POLICIES, default=None,
+                        help="glibc malloc policy (default: keep with --eval-only, else glibc's default)")
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = get_parser().parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -29,7 +29,7 @@ class _Calib:
 def test_inference_benchmark_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     res = B.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--no-agreement",
-                  "--no-op", "--json", str(out), "MODEL.DINOV2.DEPTH", "4"])
+                  "--no-op", "--json", str(out), "--malloc", "default", "MODEL.DINOV2.DEPTH", "4"])
     data = json.loads(out.read_text())
     for key in ("latency_s", "ratio_to_calibration", "peak_rss_mb"):
         assert data[key] > 0
@@ -39,7 +39,7 @@ def test_inference_benchmark_writes_json(tmp_path):
 
 def test_train_step_benchmark():
     res = B.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--train",
-                  "--dtype", "bf16", "--no-rss", "--no-op"])
+                  "--dtype", "bf16", "--no-rss", "--no-op", "--malloc", "default"])
     assert res["train"] and res["latency_s"] > 0
 
 
