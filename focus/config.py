@@ -112,6 +112,8 @@ def _add_mask_former_config(cfg):
     sh.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]  # encoder input levels
     sh.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # not read (hard-coded 4), kept for YAML compatibility
     sh.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # not read (NHEADS is used), kept for YAML compatibility
+    # focus: gradient checkpointing of the pixel-decoder encoder layers (same values and gradients, less memory)
+    sh.WITH_CP = False
     # focus: FFN width of the pixel-decoder encoder (hard-coded 1024 in the official code)
     sh.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024
 

@@ -7,6 +7,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torch.nn import functional as F
 
 from focus.layers import MSDeformAttn, grid_centers
@@ -48,11 +49,16 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
 
 
 class MSDeformAttnTransformerEncoder(nn.Module):
-    """A stack of `num_layers` copies of `encoder_layer` (attribute `layers`)."""
+    """A stack of `num_layers` copies of `encoder_layer` (attribute `layers`).
 
-    def __init__(self, encoder_layer, num_layers):
+    With `with_cp`, each layer's activations are recomputed in the backward instead of stored (the RNG state is
+    replayed, so values and gradients are those of the plain forward); about 60 MB per layer at 512x512.
+    """
+
+    def __init__(self, encoder_layer, num_layers, with_cp=False):
         super().__init__()
         self.layers = nn.ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.with_cp = with_cp
 
     @staticmethod
     def get_reference_points(spatial_shapes, batch_size, device):
@@ -70,7 +76,11 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         reference_points = self.get_reference_points(spatial_shapes, src.shape[0], src.device).to(src.dtype)
         output = src
         for layer in self.layers:
-            output = layer(output, pos, reference_points, shapes, level_start_index, padding_mask)
+            args = (output, pos, reference_points, shapes, level_start_index, padding_mask)
+            if self.with_cp and torch.is_grad_enabled() and output.requires_grad:
+                output = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                output = layer(*args)
         return output
 
 
@@ -89,6 +99,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         dropout=0.1,
         num_feature_levels=4,
         enc_n_points=4,
+        with_cp=False,
     ):
         super().__init__()
         self.d_model = d_model
@@ -96,7 +107,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         layer = MSDeformAttnTransformerEncoderLayer(
             d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
         )
-        self.encoder = MSDeformAttnTransformerEncoder(layer, num_encoder_layers)
+        self.encoder = MSDeformAttnTransformerEncoder(layer, num_encoder_layers, with_cp=with_cp)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self._reset_parameters()
 
@@ -155,6 +166,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features,
         common_stride,
         transformer_n_points=4,
+        with_cp=False,
     ):
         """
         Args:
@@ -167,6 +179,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             transformer_in_features: the features entering the deformable encoder.
             common_stride: stride of the mask features; FPN levels are added down to it.
             transformer_n_points: sampling points per head and level (hard-coded 4 officially).
+            with_cp: gradient checkpointing of the encoder layers (focus-only; same values and gradients).
         """
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
@@ -204,6 +217,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             num_encoder_layers=transformer_enc_layers,
             num_feature_levels=self.transformer_num_feature_levels,
             enc_n_points=transformer_n_points,
+            with_cp=with_cp,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
 
@@ -256,6 +270,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "transformer_enc_layers": sh.TRANSFORMER_ENC_LAYERS,
             "transformer_in_features": sh.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "common_stride": sh.COMMON_STRIDE,
+            "with_cp": sh.WITH_CP,
         }
 
     def forward(self, features):

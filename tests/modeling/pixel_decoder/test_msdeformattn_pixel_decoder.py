@@ -8,11 +8,12 @@ from focus.modeling.pixel_decoder.msdeformattn import MSDeformAttnTransformerEnc
 D = 24
 
 
-def _decoder(ffn=1024, layers=2):
+def _decoder(ffn=1024, layers=2, dropout=0.0, with_cp=False):
     shapes = {f"res{i}": ShapeSpec(channels=D, stride=2 ** i) for i in range(2, 6)}
     return MSDeformAttnPixelDecoder(
         shapes,
-        transformer_dropout=0.0,
+        with_cp=with_cp,
+        transformer_dropout=dropout,
         transformer_nheads=4,
         transformer_dim_feedforward=ffn,
         transformer_enc_layers=layers,
@@ -42,6 +43,30 @@ def test_state_dict_keys_match_official_layout():
     per_layer = [k for k in sd if k.startswith("transformer.encoder.layers.0.")]
     assert len(per_layer) == 16
     assert len(sd) == 12 + 1 + 2 * 16 + 2 + 3 + 3
+
+
+def test_with_cp_gives_the_same_values_and_gradients():
+    # dropout on: checkpointing must replay the RNG so the recomputed layers drop the same units
+    torch.manual_seed(0)
+    plain = _decoder(ffn=32, layers=2, dropout=0.3).train()
+    cp = _decoder(ffn=32, layers=2, dropout=0.3, with_cp=True).train()
+    cp.load_state_dict(plain.state_dict())
+    feats = _features()
+    grads, outs, saved = [], [], []
+    for dec in (plain, cp):
+        x = {k: v.clone().requires_grad_() for k, v in feats.items()}
+        torch.manual_seed(1)
+        packed = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t.numel()) or t, lambda t: t):
+            mask_features, _, ms = dec(x)
+        saved.append(sum(packed))
+        (mask_features.square().mean() + sum(m.mean() for m in ms)).backward()
+        outs.append(mask_features.detach())
+        grads.append([x["res3"].grad] + [p.grad for p in dec.parameters()])
+    assert saved[1] < 0.5 * saved[0]  # the encoder layers' activations were not kept
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_output_shapes_and_fp32_under_autocast():
