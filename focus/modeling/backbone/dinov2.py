@@ -3,9 +3,12 @@
 State-dict keys are the official ones (spec Appendix A): `pos_embed`, `cls_token`, `level_embed`,
 `patch_embed.proj.*`, `blocks.{i}.*`, `edge.*`, `interactions.{k}.*`, `up.*`, `norm{1..4}.*`.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from detectron2.config import configurable
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
@@ -19,6 +22,22 @@ __all__ = ["D2DINOV2"]
 # The official patch embedding is built for 518x518 inputs whatever PRETRAIN_IMG_SIZE says (spec §2.1), so
 # `pos_embed` always holds 1 + (518 // patch)^2 positions (1370 for patch 14).
 _POS_EMBED_IMG_SIZE = 518
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module):
+    """Within the block, BatchNorm layers of `module` normalise as usual (batch statistics in training) but leave
+    `running_mean` / `running_var` / `num_batches_tracked` as they were (momentum 0, counter restored)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 @BACKBONE_REGISTRY.register()
@@ -70,7 +89,8 @@ class D2DINOV2(Backbone):
             pretrain_img_size: image size of the stored pos-embed grid (`pretrain_img_size // patch_size` per side).
             deform_num_heads, n_points, deform_ratio, init_values, with_cffn, cffn_ratio, interaction_indexes,
                 use_extra_extractor, add_vit_feature, use_cls: the adapter (spec §2.4-2.5).
-            with_cp: gradient checkpointing of ViT blocks, injectors and extractors when the input requires grad.
+            with_cp: gradient checkpointing of ViT blocks, injectors and extractors when the input requires grad,
+                and (focus-only, same values, gradients and BatchNorm statistics) of the edge prior's ResNet.
             freeze_vit: `requires_grad=False` on the ViT parameters (pos/cls embeddings, patch embed, blocks).
             edge_from_rgb: compute the Canny overlay from the un-normalised RGB image (not checkpoint-equivalent).
             edge_depths, edge_width: edge-prior ResNet size ([3, 4, 6, 3], 64 = ResNet-50, official).
@@ -115,6 +135,7 @@ class D2DINOV2(Backbone):
         # adapter (spec §2.3-2.5)
         self.level_embed = nn.Parameter(torch.empty(3, embed_dim).normal_())
         self.edge = EdgePriorModule(embed_dim, edge_depths, edge_width)
+        self.with_cp = with_cp
         self.interactions = nn.ModuleList(
             [
                 InteractionBlockWithCls(
@@ -209,7 +230,13 @@ class D2DINOV2(Backbone):
         dtype = self.pos_embed.dtype
         edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb).to(dtype)
         x = x.to(dtype)
-        c1, c2, c3, c4 = self.edge(edge_in)
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            # ~0.3 GB of ResNet activations at 512 px recomputed in the backward; the recomputation must not
+            # update the BatchNorm running statistics a second time
+            c1, c2, c3, c4 = checkpoint(self.edge, edge_in, use_reentrant=False,
+                                        context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self.edge)))
+        else:
+            c1, c2, c3, c4 = self.edge(edge_in)
         n2, n3 = c2.shape[1], c3.shape[1]
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 

@@ -65,6 +65,28 @@ def test_with_cp_training_backward_matches_plain():
     for n, g in grads[0].items():
         if g is not None:
             assert torch.allclose(g, grads[1][n], atol=1e-5, rtol=1e-4), n
+    # the edge prior is checkpointed too: its recomputation must not update BatchNorm statistics again
+    stats = [{k: v for k, v in bb.state_dict().items() if "running_" in k or "num_batches" in k} for bb in (plain, cp)]
+    assert stats[0].keys() == stats[1].keys() and len(stats[0]) > 0
+    for k in stats[0]:
+        torch.testing.assert_close(stats[1][k], stats[0][k], rtol=0, atol=0, msg=k)
+    assert cp.edge.bn1.momentum == plain.edge.bn1.momentum == 0.1
+
+
+def test_with_cp_does_not_keep_edge_prior_activations():
+    bb = _tiny("MODEL.DINOV2.WITH_CP", "True").train()
+    x = torch.randn(1, 3, 64, 64)
+    counts = []
+    for with_cp in (False, True):
+        bb.with_cp = with_cp
+        for m in bb.modules():
+            if hasattr(m, "with_cp"):
+                m.with_cp = with_cp
+        packed = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t.numel()) or t, lambda t: t):
+            bb(x)
+        counts.append(sum(packed))
+    assert counts[1] < counts[0]
 
 
 def test_training_with_drop_path_runs_backward():
