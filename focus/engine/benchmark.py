@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .runtime import MALLOC_POLICIES, configure_malloc
+
 __all__ = [
     "DTYPES",
     "CALIBRATION_MODEL",
@@ -174,12 +176,17 @@ def make_train_step(model, size, device, amp_dtype=None):
     `amp_dtype` (e.g. bf16) runs the forward under autocast, as `SOLVER.AMP.ENABLED` does. Gradients are freed
     after each step (no optimizer: its state is the same for every implementation).
     """
+    from .trainer import store_frozen_in
+
+    if amp_dtype is not None:
+        store_frozen_in(model, amp_dtype)  # as FOCUSTrainer with SOLVER.AMP.ENABLED
     batch = synthetic_train_batch(size)
     params = [p for p in model.parameters() if p.requires_grad]
     device_type = torch.device(device).type
 
     def step():
-        with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
+                            cache_enabled=False):  # as AutocastTrainer
             losses = model(batch)
         loss = sum(losses.values())
         loss.backward()
@@ -272,7 +279,7 @@ def measure_peak_rss(args):
         cmd += ["--device", args.device]
     if args.cpu_kernel:
         cmd.append("--cpu-kernel")
-    cmd += list(args.opts)
+    cmd += ["--malloc", args.malloc] + list(args.opts)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
     for line in proc.stdout.splitlines():
@@ -421,6 +428,7 @@ def run_benchmark(args):
     result = {
         "config_file": args.config_file, "opts": list(args.opts), "size": args.size, "dtype": args.dtype,
         "threads": args.threads, "train": bool(args.train), "device": device, "runs": args.runs,
+        "malloc": args.malloc,
         "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "ms_deform_attn_backend": (
             "pytorch" if ms_deform_attn_backend(device) is None else ms_deform_attn_backend(device).__name__
@@ -466,7 +474,7 @@ def run_benchmark(args):
 def _summary(r):
     lines = [
         f"{'train step' if r['train'] else 'inference'} {r['size']}x{r['size']} {r['dtype']} on {r['device']}, "
-        f"{r['threads']} threads, ms_deform_attn backend: {r['ms_deform_attn_backend']}",
+        f"{r['threads']} threads, ms_deform_attn backend: {r['ms_deform_attn_backend']}, malloc {r['malloc']}",
         f"latency_s            {r['latency_s']:.3f} (calibration {r['calibration_s']:.3f} s, {r['runs']} pairs)",
         f"ratio_to_calibration {r['ratio_to_calibration']:.3f}",
     ]
@@ -505,6 +513,8 @@ def build_parser():
     p.add_argument("--no-rss", dest="rss", action="store_false", help="skip the peak-RSS process")
     p.add_argument("--no-op", dest="op", action="store_false", help="skip the deformable-attention op comparison")
     p.add_argument("--cpu-kernel", action="store_true", help="load (compile) the deformable-attention CPU kernel")
+    p.add_argument("--malloc", choices=MALLOC_POLICIES, default="keep",
+                   help="glibc malloc policy of both processes (focus.engine.runtime; the tools' default is keep)")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
@@ -512,6 +522,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    configure_malloc(args.malloc)
     if args.rss_child:
         _child_main(args)
         return None

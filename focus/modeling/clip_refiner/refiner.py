@@ -86,6 +86,7 @@ class FOCUSCLIPRefiner(nn.Module):
         self.input_pixel_std = tuple(input_pixel_std)
         self.input_size = self.clip_model.visual.image_size[0]
         self.text_feature_buffer = {}  # prompt → (E,) fp32, not part of the state dict
+        self._register_state_dict_hook(FOCUSCLIPRefiner._fp32_state_dict_hook)
 
     @classmethod
     def from_config(cls, cfg):
@@ -113,12 +114,49 @@ class FOCUSCLIPRefiner(nn.Module):
         feats = F.normalize(feats, dim=-1).view(len(prompts), len(self.templates), -1).mean(1)
         return F.normalize(feats, dim=-1)
 
+    def store_frozen_in(self, dtype):
+        """Store the frozen CLIP matrices in `dtype` (bf16/fp16) for training under `torch.autocast(dtype)`.
+
+        Autocast rounds the weights of linear layers, convolutions and matmuls to `dtype` on every use, so keeping
+        them in `dtype` gives bit-identical results and saves their fp32 copies (0.3 GB for ViT-B/16) in every
+        training step. Only parameters that autocast consumes in `dtype` are converted: `nn.Linear`/`nn.Conv2d`
+        weights and biases, attention in-projections, `visual.proj`, `text_projection`; LayerNorms, embeddings
+        and the trainable `visual.mask_embedding` stay fp32. The text features of `self.prompts` are computed
+        first (in fp32, as always) and cached. `state_dict()` still returns fp32 tensors for these keys.
+        """
+        self.get_text_features(self.prompts)
+        model = self.clip_model
+        names = {"visual.proj", "text_projection"}
+        for mname, m in model.named_modules():
+            prefix = f"{mname}." if mname else ""
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                names.update(prefix + n for n, _ in m.named_parameters(recurse=False))
+            elif isinstance(m, nn.MultiheadAttention):
+                names.update(prefix + n for n in ("in_proj_weight", "in_proj_bias") if getattr(m, n) is not None)
+        params = dict(model.named_parameters())
+        for name in sorted(names):
+            p = params.get(name)
+            if p is not None and not p.requires_grad:
+                p.data = p.data.to(dtype)
+        self._low_precision_keys = {f"clip_model.{n}" for n in names if n in params}
+        return self
+
+    def _fp32_state_dict_hook(self, state_dict, prefix, local_metadata):
+        for key in getattr(self, "_low_precision_keys", ()):
+            if prefix + key in state_dict:
+                state_dict[prefix + key] = state_dict[prefix + key].float()
+
     def get_text_features(self, prompts):
         """Text features of `prompts` plus the L2-normalised `non_object_embedding` as a last row → `(N+1, E)`.
 
         Prompt features are computed once (frozen text tower) and cached in `text_feature_buffer`.
         """
         missing = [p for p in dict.fromkeys(prompts) if p not in self.text_feature_buffer]
+        if missing and self.clip_model.text_projection.dtype != torch.float32:
+            raise RuntimeError(
+                f"CLIP refiner: prompts {missing} were not encoded before store_frozen_in(); the text tower now "
+                f"holds {self.clip_model.text_projection.dtype} weights and the official features are fp32"
+            )
         if missing:
             self.text_feature_buffer.update(zip(missing, self._encode_prompts(missing)))
         device = self.non_object_embedding.device
@@ -168,10 +206,9 @@ class FOCUSCLIPRefiner(nn.Module):
         regions = imgs[:, None] * weights[:, :, None]  # (B, Q, 3, S, S)
         regions = (regions - self.pixel_mean.to(regions.dtype)) / self.pixel_std.to(regions.dtype)
         image_features = self.encode_regions(regions.flatten(0, 1), prompt_masks.flatten(0, 1)[:, None]).view(b, q, -1)
-        labels = pred_logits.argmax(-1).tolist()
-        text_features = torch.stack(
-            [self.get_text_features([self.prompts[label] for label in row])[:q] for row in labels]
-        )
+        # rows of every prompt (the appended no-object row dropped), gathered on the device: no host sync
+        table = self.get_text_features(self.prompts)[: len(self.prompts)]
+        text_features = table[pred_logits.argmax(-1)]
         return image_features, text_features.to(image_features.dtype)
 
 

@@ -227,3 +227,33 @@ def test_encode_regions_recomputes_the_frozen_tower_with_identical_gradients(ref
     (ref_grad,) = torch.autograd.grad(ref.square().sum(), regions)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=0)
+
+
+def test_store_frozen_in_bf16_is_bit_identical_under_autocast(refiner):
+    """Frozen matrices stored in bf16 give the same features, text rows and mask gradients as fp32 weights under
+    bf16 autocast (autocast rounds them the same way); the state dict stays fp32; new prompts are refused."""
+    torch.manual_seed(2)
+    images = torch.randn(2, 3, 64, 64)
+    masks = torch.randn(2, 3, 16, 16, requires_grad=True)
+    logits = torch.randn(2, 3, 3)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            img, txt = refiner.region_features(images, masks, logits)
+        (grad,) = torch.autograd.grad(img.float().square().sum(), masks)
+        return img, txt, grad
+
+    ref = run()
+    sd_before = refiner.state_dict()
+    refiner.store_frozen_in(torch.bfloat16)
+    visual = refiner.clip_model.visual
+    assert visual.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.bfloat16
+    assert visual.conv1.weight.dtype == torch.bfloat16 and visual.proj.dtype == torch.bfloat16
+    assert visual.ln_pre.weight.dtype == torch.float32 and visual.mask_embedding.dtype == torch.float32
+    for a, b in zip(run(), ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    sd_after = refiner.state_dict()
+    assert sd_after.keys() == sd_before.keys()
+    assert all(sd_after[k].dtype == v.dtype for k, v in sd_before.items())
+    with pytest.raises(RuntimeError, match="not encoded before store_frozen_in"):
+        refiner.get_text_features(["a prompt never seen"])
