@@ -254,12 +254,15 @@ class D2DINOV2(Backbone):
         c2 = c[:, :n2].transpose(1, 2).reshape(b, d, 2 * hc, 2 * wc)
         c3 = c[:, n2 : n2 + n3].transpose(1, 2).reshape(b, d, hc, wc)
         c4 = c[:, n2 + n3 :].transpose(1, 2).reshape(b, d, hc // 2, wc // 2)
-        c1 = self.up(c2) + c1
+        # the stride-4 sums accumulate in place into the fresh `up` output (D x H/4 x W/4: 64 MB each at 512 px in
+        # fp32); same values as the out-of-place sums, and nothing autograd saved is modified
+        c1 = self.up(c2).add_(c1)
         if self.add_vit_feature:
             sizes = [(4 * hc, 4 * wc), (2 * hc, 2 * wc), (hc, wc), (hc // 2, wc // 2)]
-            x1, x2, x3, x4 = [
-                F.interpolate(o, size=s, mode="bilinear", align_corners=False) for o, s in zip(outs, sizes)
+            c1 = c1.add_(F.interpolate(outs[0], size=sizes[0], mode="bilinear", align_corners=False))
+            x2, x3, x4 = [
+                F.interpolate(o, size=s, mode="bilinear", align_corners=False) for o, s in zip(outs[1:], sizes[1:])
             ]
-            c1, c2, c3, c4 = c1 + x1, c2 + x2, c3 + x3, c4 + x4
+            c2, c3, c4 = c2 + x2, c3 + x3, c4 + x4
         feats = {"res2": self.norm1(c1), "res3": self.norm2(c2), "res4": self.norm3(c3), "res5": self.norm4(c4)}
         return {k: feats[k] for k in self._out_features}
