@@ -128,3 +128,19 @@ def test_swiglu_and_misconfigured_pos_grid():
     assert bb.blocks[0].mlp.w12.weight.shape == (2 * 128, 48)
     with pytest.raises(ValueError, match="PRETRAIN_IMG_SIZE"):
         _tiny("MODEL.DINOV2.PRETRAIN_IMG_SIZE", "224")
+
+
+def test_upsample_2x2_equals_the_transposed_convolution():
+    from focus.modeling.backbone.dinov2 import upsample_2x2
+
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(48, 40, 2, 2).double()
+    tokens = torch.randn(2, 6 * 5, 48, dtype=torch.float64, requires_grad=True)
+    ref = up(tokens.transpose(1, 2).reshape(2, 48, 6, 5))
+    out = upsample_2x2(tokens, up, 6, 5)
+    assert out.shape == (2, 40, 12, 10) and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    grads = [torch.autograd.grad(y, (tokens, up.weight, up.bias), g) for y in (out, ref)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
