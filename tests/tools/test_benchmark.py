@@ -66,7 +66,8 @@ def test_mask_agreement_counts_pixels():
 
 
 @pytest.mark.slow
-def test_golden_bf16_agreement(shared_reference):
-    res = B.golden_agreement("bf16")
+def test_golden_bf16_agreement(shared_reference, shared_data):
+    res = B.golden_agreement("bf16", real_images=3)
     assert res["fp32_vs_official_mask_agreement"] == 1.0
     assert res["mask_agreement"] > 0.99  # measured 0.995 with the PyTorch reference op
+    assert res["real_images"]["images"] == 3 and res["real_images"]["mask_agreement"] > 0.99
