@@ -22,7 +22,7 @@ from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
 
 def main(args):
     # --eval-only: reuse freed activation memory across images instead of page-faulting it in (focus.engine.runtime)
-    configure_malloc(args.malloc or ("keep" if args.eval_only else "default"))
+    configure_malloc(getattr(args, "malloc", None) or ("keep" if args.eval_only else "default"))
     cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
     default_setup(cfg, args)
     if args.eval_only:
