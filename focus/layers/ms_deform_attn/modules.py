@@ -80,7 +80,8 @@ class MSDeformAttn(nn.Module):
         """
         n, len_q, _ = query.shape
         _, len_in, _ = input_flatten.shape
-        if int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) != len_in:
+        # validated where it is free: reading a CUDA tensor back would stall the stream on every call
+        if input_spatial_shapes.device.type == "cpu" and int(input_spatial_shapes.prod(1).sum()) != len_in:
             raise ValueError(
                 f"MSDeformAttn: input_flatten has {len_in} positions but input_spatial_shapes "
                 f"{input_spatial_shapes.tolist()} sum to another number"
