@@ -268,6 +268,7 @@ class D2DINOV2(Backbone):
 
         # output pyramid (spec §2.5)
         d = self.embed_dim
+        # NCHW like `outs`, so the sums and norms below never mix memory formats
         c2 = c[:, :n2].transpose(1, 2).contiguous().view(b, d, 2 * hc, 2 * wc)
         c3 = c[:, n2 : n2 + n3].transpose(1, 2).contiguous().view(b, d, hc, wc)
         c4 = c[:, n2 + n3 :].transpose(1, 2).contiguous().view(b, d, hc // 2, wc // 2)
@@ -276,7 +277,7 @@ class D2DINOV2(Backbone):
         c1 = upsample_2x2(c[:, :n2], self.up, 2 * hc, 2 * wc).add_(c1)
         if self.add_vit_feature:
             sizes = [(4 * hc, 4 * wc), (2 * hc, 2 * wc), (hc, wc), (hc // 2, wc // 2)]
-            c1 = c1.add_(F.interpolate(outs[0], size=sizes[0], mode="bilinear", align_corners=False))
+            c1.add_(F.interpolate(outs[0], size=sizes[0], mode="bilinear", align_corners=False))
             x2, x3, x4 = [
                 F.interpolate(o, size=s, mode="bilinear", align_corners=False) for o, s in zip(outs[1:], sizes[1:])
             ]

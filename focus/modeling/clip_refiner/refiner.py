@@ -86,6 +86,7 @@ class FOCUSCLIPRefiner(nn.Module):
         self.input_pixel_std = tuple(input_pixel_std)
         self.input_size = self.clip_model.visual.image_size[0]
         self.text_feature_buffer = {}  # prompt → (E,) fp32, not part of the state dict
+        self._low_precision_keys = set()  # keys that `store_frozen_in` narrowed; saved as fp32
         self._register_state_dict_hook(FOCUSCLIPRefiner._fp32_state_dict_hook)
 
     @classmethod
@@ -142,7 +143,7 @@ class FOCUSCLIPRefiner(nn.Module):
         return self
 
     def _fp32_state_dict_hook(self, state_dict, prefix, local_metadata):
-        for key in getattr(self, "_low_precision_keys", ()):
+        for key in self._low_precision_keys:
             if prefix + key in state_dict:
                 state_dict[prefix + key] = state_dict[prefix + key].float()
 
