@@ -188,8 +188,11 @@ def _add_focus_extras(cfg):
     cfg.TEST.EVAL_PROTOCOL = "standard"  # "standard" (pysodmetrics on soft maps), "focus" (official) or "both"
     cfg.TEST.SAVE_PER_IMAGE = True  # write per-image metrics next to the summary
     cfg.MODEL.FOCUS = CN()
-    # dtype of the model at inference: "fp32", "bf16" or "fp16" (weights cast, not only autocast)
+    # dtype of the model at inference: "fp32", "bf16" or "fp16" (weights stored in it, not only autocast)
     cfg.MODEL.FOCUS.INFERENCE_DTYPE = "fp32"
+    # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, norms, residuals and the pixel
+    # decoder fp32: the fp32 model's numerics under autocast) or "full" (every weight and activation in the dtype)
+    cfg.MODEL.FOCUS.INFERENCE_CAST = "autocast"
 
 
 def add_focus_config(cfg):

@@ -62,10 +62,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _setup_cfg(config_file, opts, device=None, dtype="fp32", train=False):
+def _setup_cfg(config_file, opts, device=None, dtype="fp32", train=False, cast="autocast"):
     from .trainer import setup_cfg
 
-    opts = list(opts) + ["MODEL.WEIGHTS", "", "MODEL.FOCUS.INFERENCE_DTYPE", dtype]
+    opts = list(opts) + ["MODEL.WEIGHTS", "", "MODEL.FOCUS.INFERENCE_DTYPE", dtype,
+                         "MODEL.FOCUS.INFERENCE_CAST", cast]
     if device is not None:
         opts += ["MODEL.DEVICE", device]
     cfg = setup_cfg(config_file, opts, eval_only=not train)
@@ -90,7 +91,8 @@ def build_benchmark_model(cfg, train=False, build_in_dtype=False):
 
     With `build_in_dtype` (eval, `MODEL.FOCUS.INFERENCE_DTYPE` != fp32) the parameters are created directly in the
     inference dtype (default-dtype context), so no fp32 copy of the weights ever exists; the normalisation buffers
-    `pixel_mean` / `pixel_std` are then restored in fp32 (the input is normalised in fp32, as in the fp32 model).
+    `pixel_mean` / `pixel_std` are then restored in fp32 (the input is normalised in fp32, as in the fp32 model),
+    and with `MODEL.FOCUS.INFERENCE_CAST: autocast` every parameter autocast does not round goes back to fp32.
     """
     from detectron2.modeling import build_model
 
@@ -100,7 +102,7 @@ def build_benchmark_model(cfg, train=False, build_in_dtype=False):
             model = build_model(cfg)
         model.pixel_mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=model.pixel_mean.device).view(-1, 1, 1)
         model.pixel_std = torch.tensor(cfg.MODEL.PIXEL_STD, device=model.pixel_std.device).view(-1, 1, 1)
-        model._cast_dtype = dtype
+        model._cast_for_inference()  # "autocast": what autocast does not round goes back to fp32
     else:
         model = build_model(cfg)
     model.train(train)
@@ -238,7 +240,8 @@ def _child_main(args):
 
     if args.cpu_kernel:
         _load_cpu_kernel()
-    cfg = _setup_cfg(args.config_file, args.opts, args.device, "fp32" if args.train else args.dtype, args.train)
+    cfg = _setup_cfg(args.config_file, args.opts, args.device, "fp32" if args.train else args.dtype, args.train,
+                     args.cast)
     base_rss = _rss_mb()
     torch.manual_seed(0)
     model = build_benchmark_model(cfg, train=args.train, build_in_dtype=True)
@@ -273,7 +276,7 @@ def measure_peak_rss(args):
     """Spawn a fresh process that builds the model and runs one forward pass / training step; returns its
     `{"peak_rss_mb", "rss_after_import_mb", "rss_after_build_mb"}` (peak RSS so far at each point, MiB)."""
     cmd = [sys.executable, "-m", "focus.engine.benchmark", "--rss-child", "--config-file", args.config_file,
-           "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads)]
+           "--size", str(args.size), "--dtype", args.dtype, "--cast", args.cast, "--threads", str(args.threads)]
     if args.train:
         cmd.append("--train")
     if args.device:
@@ -314,7 +317,7 @@ def _run_all(model, inputs):
     return outs
 
 
-def golden_agreement(dtype, device="cpu", real_images=0):
+def golden_agreement(dtype, device="cpu", real_images=0, cast="autocast"):
     """fp32 vs `dtype` on the golden case (official golden weights and inputs, `configs/tiny/focus_golden.yaml`).
 
     Returns `{"mask_agreement", "sem_seg_max_abs_diff", "fp32_vs_official_mask_agreement",
@@ -328,7 +331,7 @@ def golden_agreement(dtype, device="cpu", real_images=0):
     ref_dir = _shared("FOCUS_SHARED_REFERENCE", "reference") / "golden_dev"
     if not ref_dir.is_dir():
         return None
-    cfg = _setup_cfg(str(ROOT / "configs" / "tiny" / "focus_golden.yaml"), [], device, "fp32")
+    cfg = _setup_cfg(str(ROOT / "configs" / "tiny" / "focus_golden.yaml"), [], device, "fp32", cast=cast)
     model = build_benchmark_model(cfg)
     sd = torch.load(ref_dir / "weights_fp16.pth", map_location="cpu")["model"]
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
@@ -434,11 +437,11 @@ def run_benchmark(args):
         _load_cpu_kernel()
     from focus.layers.ms_deform_attn import ms_deform_attn_backend
 
-    cfg = _setup_cfg(args.config_file, args.opts, args.device, "fp32", args.train)
+    cfg = _setup_cfg(args.config_file, args.opts, args.device, "fp32", args.train, args.cast)
     device = cfg.MODEL.DEVICE
     result = {
         "config_file": args.config_file, "opts": list(args.opts), "size": args.size, "dtype": args.dtype,
-        "threads": args.threads, "train": bool(args.train), "device": device, "runs": args.runs,
+        "cast": args.cast, "threads": args.threads, "train": bool(args.train), "device": device, "runs": args.runs,
         "malloc": args.malloc,
         "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "ms_deform_attn_backend": (
@@ -452,7 +455,7 @@ def run_benchmark(args):
         ours = make_train_step(model, args.size, device, amp)
     else:
         if args.dtype != "fp32" and args.agreement:
-            golden = golden_agreement(args.dtype, device, real_images=args.real_images)
+            golden = golden_agreement(args.dtype, device, real_images=args.real_images, cast=args.cast)
             real = real_image_agreement(model, cfg, args.real_images, args.dtype)
             parts = []
             if golden is not None:
@@ -490,7 +493,8 @@ def run_benchmark(args):
 
 def _summary(r):
     lines = [
-        f"{'train step' if r['train'] else 'inference'} {r['size']}x{r['size']} {r['dtype']} on {r['device']}, "
+        f"{'train step' if r['train'] else 'inference'} {r['size']}x{r['size']} {r['dtype']}"
+        f"{'' if r['train'] or r['dtype'] == 'fp32' else ' (' + r['cast'] + ')'} on {r['device']}, "
         f"{r['threads']} threads, ms_deform_attn backend: {r['ms_deform_attn_backend']}, malloc {r['malloc']}",
         f"latency_s            {r['latency_s']:.3f} (calibration {r['calibration_s']:.3f} s, {r['runs']} pairs)",
         f"ratio_to_calibration {r['ratio_to_calibration']:.3f}",
@@ -518,6 +522,8 @@ def build_parser():
     p.add_argument("--size", type=int, default=512, help="square input size (pixels)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                    help="inference: MODEL.FOCUS.INFERENCE_DTYPE; --train: autocast dtype")
+    p.add_argument("--cast", choices=["autocast", "full"], default="autocast",
+                   help="inference: MODEL.FOCUS.INFERENCE_CAST (how a reduced --dtype applies)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=5, help="timed (ours, calibration) pairs")
     p.add_argument("--warmup", type=int, default=1, help="untimed pairs first")

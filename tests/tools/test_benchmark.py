@@ -43,10 +43,16 @@ def test_train_step_benchmark():
     assert res["train"] and res["latency_s"] > 0
 
 
-def test_build_in_bf16_keeps_fp32_normalisation():
-    cfg = B._setup_cfg(TINY, [], "cpu", "bf16")
+@pytest.mark.parametrize("cast", ["autocast", "full"])
+def test_build_in_bf16_keeps_fp32_normalisation(cast):
+    cfg = B._setup_cfg(TINY, [], "cpu", "bf16", cast=cast)
     model = B.build_benchmark_model(cfg, build_in_dtype=True)
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    dtypes = {p.dtype for p in model.parameters()}
+    assert dtypes == ({torch.bfloat16} if cast == "full" else {torch.bfloat16, torch.float32})
+    if cast == "autocast":  # what autocast does not round is back in fp32, buffers included
+        assert model.backbone.blocks[0].norm1.weight.dtype == torch.float32
+        assert model.backbone.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+        assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())
     assert model.pixel_mean.dtype == torch.float32 and model.criterion is None
     out = B.make_inference_step(model, 64, "cpu")()[0]
     assert out["sem_seg"].dtype == torch.float32 and torch.isfinite(out["sem_seg"]).all()

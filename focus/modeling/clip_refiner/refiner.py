@@ -12,6 +12,7 @@ from detectron2.config import configurable
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..precision import autocast_parameter_names, store_parameters_in
 from .clip_model import (
     CLIP_PIXEL_MEAN,
     CLIP_PIXEL_STD,
@@ -127,19 +128,11 @@ class FOCUSCLIPRefiner(nn.Module):
         """
         self.get_text_features(self.prompts)
         model = self.clip_model
-        names = {"visual.proj", "text_projection"}
-        for mname, m in model.named_modules():
-            prefix = f"{mname}." if mname else ""
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                names.update(prefix + n for n, _ in m.named_parameters(recurse=False))
-            elif isinstance(m, nn.MultiheadAttention):
-                names.update(prefix + n for n in ("in_proj_weight", "in_proj_bias") if getattr(m, n) is not None)
         params = dict(model.named_parameters())
-        for name in sorted(names):
-            p = params.get(name)
-            if p is not None and not p.requires_grad:
-                p.data = p.data.to(dtype)
-        self._low_precision_keys = {f"clip_model.{n}" for n in names if n in params}
+        names = {n for n in autocast_parameter_names(model, extra=("visual.proj", "text_projection"))
+                 if not params[n].requires_grad}
+        store_parameters_in(model, names, dtype)
+        self._low_precision_keys = {f"clip_model.{n}" for n in names}
         return self
 
     def _fp32_state_dict_hook(self, state_dict, prefix, local_metadata):

@@ -1,4 +1,6 @@
 """The FOCUS meta-architecture (spec §1): backbone -> FOCUSHead -> post-processing / losses."""
+import contextlib
+
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
@@ -10,10 +12,12 @@ from torch.nn import functional as F
 from ..box_ops import box_xyxy_to_cxcywh
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
+from ..precision import autocast_parameter_names, store_parameters_in
 
 __all__ = ["FOCUS", "build_weight_dict", "merge_masks", "semantic_inference", "foreground_probability"]
 
 _INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_INFERENCE_CASTS = ("autocast", "full")
 LOSS_NAMES = ("masks", "labels", "clip", "boxes")
 
 
@@ -137,6 +141,7 @@ class FOCUS(nn.Module):
         sem_seg_postprocess_before_inference=True,
         test_topk_per_image=4,
         inference_dtype="fp32",
+        inference_cast="autocast",
     ):
         """
         Args:
@@ -150,12 +155,21 @@ class FOCUS(nn.Module):
             sem_seg_postprocess_before_inference: crop and resize mask logits before inference (forced by
                 `instance_on`, spec §1.2 step 8).
             test_topk_per_image: entries of the merge rule (4 = all).
-            inference_dtype: "fp32", "bf16" or "fp16": dtype of weights and inputs in eval (outputs are float32).
+            inference_dtype: "fp32", "bf16" or "fp16": reduced-precision inference in eval (outputs are float32).
+            inference_cast: how a reduced `inference_dtype` is applied. "autocast": the weights that autocast
+                rounds anyway (linear, convolution, attention in-projection) are stored in the dtype and the
+                forward runs under `torch.autocast`, so norms, residuals and the pixel decoder (autocast off,
+                spec §4) stay fp32: the outputs are those of the fp32 model under autocast, bit for bit. "full":
+                every weight and activation in the dtype, faster and further from fp32.
         """
         super().__init__()
         if inference_dtype not in _INFERENCE_DTYPES:
             raise ValueError(
                 f"MODEL.FOCUS.INFERENCE_DTYPE must be one of {sorted(_INFERENCE_DTYPES)}, got {inference_dtype!r}"
+            )
+        if inference_cast not in _INFERENCE_CASTS:
+            raise ValueError(
+                f"MODEL.FOCUS.INFERENCE_CAST must be one of {list(_INFERENCE_CASTS)}, got {inference_cast!r}"
             )
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -170,6 +184,7 @@ class FOCUS(nn.Module):
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference or instance_on
         self.test_topk_per_image = test_topk_per_image
         self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
+        self.inference_cast = inference_cast
         self._cast_dtype = torch.float32
 
     @classmethod
@@ -209,6 +224,7 @@ class FOCUS(nn.Module):
             ),
             "test_topk_per_image": mf.TEST.DETECTIONS_PER_IMAGE,
             "inference_dtype": cfg.MODEL.FOCUS.INFERENCE_DTYPE,
+            "inference_cast": cfg.MODEL.FOCUS.INFERENCE_CAST,
         }
 
     @property
@@ -264,17 +280,32 @@ class FOCUS(nn.Module):
         return new_targets
 
     def _cast_for_inference(self):
-        """Cast backbone and head weights once to `inference_dtype` (reduced-precision inference only)."""
-        if self._cast_dtype != self.inference_dtype:
-            self.backbone.to(self.inference_dtype)
-            self.sem_seg_head.to(self.inference_dtype)
-            self._cast_dtype = self.inference_dtype
+        """Store the backbone and head weights in `inference_dtype` as `inference_cast` says (once per dtype)."""
+        if self._cast_dtype == self.inference_dtype:
+            return
+        dtype = self.inference_dtype
+        if self.inference_cast == "full" or dtype == torch.float32:
+            self.backbone.to(dtype)
+            self.sem_seg_head.to(dtype)
+        else:
+            # the pixel decoder runs with autocast disabled (spec §4), so all of it stays fp32
+            for module in (self.backbone, self.sem_seg_head.predictor):
+                store_parameters_in(module, autocast_parameter_names(module), dtype, others=torch.float32)
+            self.sem_seg_head.pixel_decoder.float()
+        self._cast_dtype = dtype
+
+    def _inference_precision(self):
+        """The autocast context of a reduced-precision "autocast" inference, else a null context."""
+        if self.inference_dtype == torch.float32 or self.inference_cast != "autocast":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.inference_dtype, cache_enabled=False)
 
     def _forward_inference(self, batched_inputs, images):
         if self.inference_dtype != torch.float32:
             self._cast_for_inference()
-        features = self.backbone(images.tensor)  # fp32: the backbone casts after the edge overlay
-        outputs = self.sem_seg_head(features, images.tensor)
+        with self._inference_precision():
+            features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay
+            outputs = self.sem_seg_head(features, images.tensor)
         mask_cls_results = outputs["pred_logits"].float()
         # spec §1.2 step 7: first resize to the padded input size
         mask_pred_results = F.interpolate(

@@ -1,4 +1,5 @@
 """The FOCUS model end to end on the tiny config: training losses, checkpoint loading, reduced-precision inference."""
+import copy
 import logging
 
 import pytest
@@ -112,18 +113,52 @@ def test_checkpointer_one_summary(tiny_model, tmp_path, caplog):
     assert "class_embed.{bias, weight}" in msg and "predictor.unknown.weight" in msg and "query_feat.weight" in msg
 
 
-@pytest.mark.parametrize("dtype", ["bf16"])
-def test_reduced_precision_inference(dtype, tiny_model):
+@pytest.mark.parametrize("cast", ["autocast", "full"])
+def test_reduced_precision_inference(cast, tiny_model):
     ref_model = tiny_model.eval()
-    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": dtype})).eval()
+    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": "bf16", "MODEL.FOCUS.INFERENCE_CAST": cast}))
     model.load_state_dict(ref_model.state_dict())
+    model.eval()
     inputs = [{"image": torch.rand(3, 32, 32) * 255}]
     with torch.no_grad():
         ref = ref_model(inputs)[0]
         out = model(inputs)[0]
-    assert next(model.sem_seg_head.parameters()).dtype == torch.bfloat16
+    head = model.sem_seg_head
+    bf16 = torch.bfloat16
+    if cast == "full":
+        assert {p.dtype for p in model.backbone.parameters()} | {p.dtype for p in head.parameters()} == {bf16}
+    else:
+        assert head.predictor.class_embed.weight.dtype == bf16 and model.backbone.blocks[0].attn.qkv.weight.dtype == bf16
+        assert model.backbone.blocks[0].norm1.weight.dtype == torch.float32
+        assert model.backbone.pos_embed.dtype == torch.float32
+        assert {p.dtype for p in head.pixel_decoder.parameters()} == {torch.float32}  # autocast off there, spec §4
     assert out["sem_seg"].dtype == torch.float32
     assert (out["sem_seg"] - ref["sem_seg"]).abs().max() < 0.1
+
+
+def test_autocast_inference_is_plain_autocast(tiny_model):
+    """INFERENCE_CAST autocast = the fp32 network under torch.autocast (the official AMP numerics) and fp32
+    post-processing, bit for bit, with the matmul weights stored in bf16 (half their memory, no per-call casts)."""
+    ref_model = copy.deepcopy(tiny_model).eval()
+    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": "bf16"}))
+    model.load_state_dict(ref_model.state_dict())
+    model.eval()
+    for module in (ref_model.backbone, ref_model.sem_seg_head):
+        module.forward = torch.autocast("cpu", dtype=torch.bfloat16)(module.forward)
+    inputs = [{"image": torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1)) * 255}]
+    with torch.no_grad():
+        ref = ref_model(inputs)[0]
+        out = model(inputs)[0]
+    assert torch.equal(out["sem_seg"], ref["sem_seg"])
+    assert torch.equal(out["instances"].pred_masks, ref["instances"].pred_masks)
+    assert sum(p.numel() for p in model.parameters() if p.dtype == torch.bfloat16) > 0.8 * sum(
+        p.numel() for p in model.backbone.parameters()
+    )
+
+
+def test_bad_inference_cast():
+    with pytest.raises(ValueError, match="INFERENCE_CAST"):
+        build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_CAST": "half"}))
 
 
 @pytest.mark.slow
