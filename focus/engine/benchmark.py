@@ -535,8 +535,9 @@ def build_parser():
     p.add_argument("--no-rss", dest="rss", action="store_false", help="skip the peak-RSS process")
     p.add_argument("--no-op", dest="op", action="store_false", help="skip the deformable-attention op comparison")
     p.add_argument("--cpu-kernel", action="store_true", help="load (compile) the deformable-attention CPU kernel")
-    p.add_argument("--malloc", choices=MALLOC_POLICIES, default="keep",
-                   help="glibc malloc policy of both processes (focus.engine.runtime; the tools' default is keep)")
+    p.add_argument("--malloc", choices=MALLOC_POLICIES, default=None,
+                   help="glibc malloc policy of both processes (focus.engine.runtime); default: keep for inference, "
+                        "release with --train, as the tools")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
@@ -544,6 +545,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.malloc = args.malloc or ("release" if args.train else "keep")
     configure_malloc(args.malloc)
     if args.rss_child:
         _child_main(args)

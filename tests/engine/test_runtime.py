@@ -1,4 +1,5 @@
-"""`focus.engine.runtime.configure_malloc`: the "keep" policy stops repeated large allocations from page-faulting."""
+"""`focus.engine.runtime.configure_malloc`: "keep" stops repeated large allocations from page-faulting, "release"
+returns freed large blocks to the system."""
 import platform
 import subprocess
 import sys
@@ -6,11 +7,15 @@ import textwrap
 
 import pytest
 
+from focus.engine import runtime
 from focus.engine.runtime import configure_malloc
 
 _CHILD = textwrap.dedent("""
-    import resource, sys, torch
-    from focus.engine.runtime import configure_malloc
+    import importlib.util, resource, sys, torch
+    spec = importlib.util.spec_from_file_location("runtime", sys.argv[2])  # not via focus: no detectron2 import
+    runtime = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime)
+    configure_malloc = runtime.configure_malloc
     print(configure_malloc(sys.argv[1]))
     def step():
         torch.empty(16 * 2**20 // 4 * 4).fill_(1.0)  # 64 MB, above glibc's largest mmap threshold
@@ -24,7 +29,8 @@ _CHILD = textwrap.dedent("""
 
 
 def _faults(policy):
-    out = subprocess.run([sys.executable, "-c", _CHILD, policy], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _CHILD, policy, runtime.__file__], capture_output=True, text=True,
+                         check=True)
     changed, faults = out.stdout.split()
     return changed == "True", int(faults)
 
@@ -36,6 +42,40 @@ def test_keep_policy_reuses_freed_memory():
     changed, faults = _faults("default")
     # 5 fresh 64 MB mmaps fault in 5 * 16384 pages of 4 KiB (fewer with transparent huge pages)
     assert not changed and faults > 1000
+
+
+_RELEASE_CHILD = textwrap.dedent("""
+    import importlib.util, sys, torch
+    spec = importlib.util.spec_from_file_location("runtime", sys.argv[2])  # not via focus: no detectron2 import
+    runtime = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime)
+    configure_malloc = runtime.configure_malloc
+    print(configure_malloc(sys.argv[1]))
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+    for _ in range(3):  # under glibc's default, freeing these raises its dynamic mmap threshold to 24 MB
+        torch.empty(6 * 2**20).fill_(1.0)
+    big = torch.empty(6 * 2**20).fill_(1.0)  # 24 MB
+    pin = [torch.ones(256) for _ in range(64)]  # small blocks above it keep the heap from being trimmed
+    before = rss_mb()
+    del big
+    print(before - rss_mb())
+""")
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_release_policy_returns_large_blocks():
+    def freed(policy):
+        out = subprocess.run([sys.executable, "-c", _RELEASE_CHILD, policy, runtime.__file__], capture_output=True,
+                             text=True, check=True)
+        changed, mb = out.stdout.split()
+        return changed == "True", float(mb)
+
+    changed, mb = freed("release")
+    assert changed and mb > 20
+    changed, mb = freed("default")
+    assert not changed and mb < 4
 
 
 def test_unknown_policy_is_named():
