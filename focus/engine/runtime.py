@@ -43,9 +43,8 @@ def configure_malloc(policy="keep"):
     come from the heap) and `M_TRIM_THRESHOLD=2**31-1` (freed memory stays in the process for reuse), so repeated
     forward passes stop page-faulting. `"release"` sets `M_MMAP_THRESHOLD` to 4 MB (and `M_TRIM_THRESHOLD` back to
     glibc's 128 KB): larger blocks are mmapped and unmapped on free, so the peak RSS of a training step stays close
-    to the memory it actually uses. On a C
-    library other than glibc (macOS, musl, Windows) the policies are no-ops and return False: those allocators have
-    their own.
+    to the memory it actually uses. On a C library other than glibc (macOS, musl, Windows) the policies are no-ops
+    and return False: those allocators have their own.
     """
     if policy not in MALLOC_POLICIES:
         raise ValueError(f"malloc policy must be one of {MALLOC_POLICIES}, got {policy!r}")
@@ -54,8 +53,9 @@ def configure_malloc(policy="keep"):
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     # mallopt returns 1 on success, 0 on error
     if policy == "release":
-        if not (libc.mallopt(_M_MMAP_THRESHOLD, _RELEASE_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_DEFAULT)):
-            raise RuntimeError("glibc mallopt refused the 'release' malloc policy (M_MMAP_THRESHOLD)")
+        if not (libc.mallopt(_M_MMAP_THRESHOLD, _RELEASE_THRESHOLD)
+                and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_DEFAULT)):
+            raise RuntimeError("glibc mallopt refused the 'release' malloc policy (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)")
         return True
     if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER)):
         raise RuntimeError("glibc mallopt refused the 'keep' malloc policy (M_MMAP_MAX=0, M_TRIM_THRESHOLD)")

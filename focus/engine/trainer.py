@@ -255,6 +255,12 @@ class FOCUSTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        if cfg.MODEL.FOCUS.INFERENCE_DTYPE != "fp32":
+            # reduced-precision inference stores the weights in that dtype: the evaluations during training would
+            # round the weights being trained
+            logger.warning(f"MODEL.FOCUS.INFERENCE_DTYPE {cfg.MODEL.FOCUS.INFERENCE_DTYPE} applies to --eval-only and "
+                           "the demo; evaluations during training run in fp32")
+            model.inference_dtype = torch.float32
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
