@@ -19,9 +19,7 @@ and the calibration workload slows as much, so the benchmark ratio is unchanged 
 The setting is process-wide and irreversible, so the library never applies it on its own: the command-line tools
 do (`--malloc`: `"keep"` for inference, `"release"` for training), and user code may call `configure_malloc`.
 """
-import ctypes
-import ctypes.util
-import platform
+from ..libc import glibc
 
 __all__ = ["MALLOC_POLICIES", "configure_malloc"]
 
@@ -48,9 +46,9 @@ def configure_malloc(policy="keep"):
     """
     if policy not in MALLOC_POLICIES:
         raise ValueError(f"malloc policy must be one of {MALLOC_POLICIES}, got {policy!r}")
-    if policy == "default" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = glibc()
+    if policy == "default" or libc is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     # mallopt returns 1 on success, 0 on error
     if policy == "release":
         if not (libc.mallopt(_M_MMAP_THRESHOLD, _RELEASE_THRESHOLD)

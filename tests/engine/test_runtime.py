@@ -1,5 +1,6 @@
 """`focus.engine.runtime.configure_malloc`: "keep" stops repeated large allocations from page-faulting, "release"
 returns freed large blocks to the system."""
+import os
 import platform
 import subprocess
 import sys
@@ -7,15 +8,22 @@ import textwrap
 
 import pytest
 
-from focus.engine import runtime
+import focus
 from focus.engine.runtime import configure_malloc
 
-_CHILD = textwrap.dedent("""
-    import importlib.util, resource, sys, torch
-    spec = importlib.util.spec_from_file_location("runtime", sys.argv[2])  # not via focus: no detectron2 import
-    runtime = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime)
-    configure_malloc = runtime.configure_malloc
+_FOCUS_DIR = os.path.dirname(focus.__file__)
+
+# a child process imports focus.engine.runtime from bare packages (argv[2]: focus' folder): no detectron2 import
+_PREAMBLE = textwrap.dedent("""
+    import sys, types
+    for name, sub in (("focus", ""), ("focus.engine", "/engine")):
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [sys.argv[2] + sub]
+        sys.modules[name] = pkg
+    from focus.engine.runtime import configure_malloc
+""")
+_CHILD = _PREAMBLE + textwrap.dedent("""
+    import resource, torch
     print(configure_malloc(sys.argv[1]))
     def step():
         torch.empty(16 * 2**20 // 4 * 4).fill_(1.0)  # 64 MB, above glibc's largest mmap threshold
@@ -29,7 +37,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _faults(policy):
-    out = subprocess.run([sys.executable, "-c", _CHILD, policy, runtime.__file__], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _CHILD, policy, _FOCUS_DIR], capture_output=True, text=True,
                          check=True)
     changed, faults = out.stdout.split()
     return changed == "True", int(faults)
@@ -44,12 +52,8 @@ def test_keep_policy_reuses_freed_memory():
     assert not changed and faults > 1000
 
 
-_RELEASE_CHILD = textwrap.dedent("""
-    import importlib.util, sys, torch
-    spec = importlib.util.spec_from_file_location("runtime", sys.argv[2])  # not via focus: no detectron2 import
-    runtime = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime)
-    configure_malloc = runtime.configure_malloc
+_RELEASE_CHILD = _PREAMBLE + textwrap.dedent("""
+    import torch
     print(configure_malloc(sys.argv[1]))
     def rss_mb():
         with open("/proc/self/statm") as f:
@@ -67,7 +71,7 @@ _RELEASE_CHILD = textwrap.dedent("""
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_release_policy_returns_large_blocks():
     def freed(policy):
-        out = subprocess.run([sys.executable, "-c", _RELEASE_CHILD, policy, runtime.__file__], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", _RELEASE_CHILD, policy, _FOCUS_DIR], capture_output=True,
                              text=True, check=True)
         changed, mb = out.stdout.split()
         return changed == "True", float(mb)

@@ -140,7 +140,8 @@ def test_autocast_inference_is_plain_autocast(tiny_model):
     """INFERENCE_CAST autocast = the fp32 network under torch.autocast (the official AMP numerics) and fp32
     post-processing, bit for bit, with the matmul weights stored in bf16 (half their memory, no per-call casts)."""
     ref_model = copy.deepcopy(tiny_model).eval()
-    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": "bf16"}))
+    # oneDNN's packed bf16 products differ from ATen's in summation order: compare the casts alone
+    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": "bf16", "MODEL.FOCUS.INFERENCE_PACK": False}))
     model.load_state_dict(ref_model.state_dict())
     model.eval()
     for module in (ref_model.backbone, ref_model.sem_seg_head):

@@ -1,0 +1,83 @@
+"""focus.modeling.packing: oneDNN-packed nn.Linear for CPU inference, and its round trips."""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from focus.modeling.packing import onednn_linear_available, pack_linears, packed_linear_names, unpack_linears
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason="PyTorch built without oneDNN")
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8, bias=False), nn.MultiheadAttention(8, 2))
+
+
+def test_packed_forward_matches_and_state_dict_stays_dense():
+    net = _mlp()
+    x = torch.randn(2, 5, 16)
+    ref = net[:3](x)
+    dense = {k: v.clone() for k, v in net.state_dict().items()}
+    weight = net[0].weight
+    assert pack_linears(net) == 2  # the attention's out-projection is read directly by attention: not packed
+    assert packed_linear_names(net) == ["0", "2"] and weight.numel() == 0 and net[0].weight is weight
+    torch.testing.assert_close(net[:3](x), ref, rtol=1e-5, atol=1e-6)
+    sd = net.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in dense.items())
+    assert unpack_linears(net) == 2 and torch.equal(net[0].weight, dense["0.weight"]) and net[0].weight is weight
+    torch.testing.assert_close(net[:3](x), ref, rtol=0, atol=0)
+
+
+def test_loading_into_a_packed_layer_unpacks_it():
+    net = _mlp()
+    pack_linears(net)
+    new = {k: torch.full_like(v, 0.5) for k, v in _mlp().state_dict().items()}
+    net.load_state_dict(new)
+    assert packed_linear_names(net) == [] and torch.equal(net[0].weight, new["0.weight"])
+
+
+def test_bf16_and_a_callers_autocast():
+    net = _mlp()[:3]
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = net(x)
+        pack_linears(net)  # fp32 weights under a bf16 autocast: the autocast semantics are kept
+        out = net(x)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, ref)
+    if onednn_linear_available(torch.bfloat16):
+        unpack_linears(net)
+        net.to(torch.bfloat16)
+        ref = net(x.bfloat16())
+        pack_linears(net)
+        torch.testing.assert_close(net(x.bfloat16()), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_focus_model_packs_in_eval_and_unpacks_for_training():
+    from detectron2.modeling import build_model
+
+    from focus.engine.trainer import setup_cfg
+
+    torch.manual_seed(0)
+    model = build_model(setup_cfg(str(ROOT / "configs" / "tiny" / "focus_tiny.yaml"), ["MODEL.DEVICE", "cpu"])).eval()
+    inputs = [{"image": torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255}]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        out = model(inputs)[0]["sem_seg"]
+        assert len(packed_linear_names(model)) > 10
+        packed_sd = model.state_dict()
+        copied = copy.deepcopy(model)  # sees dense weights
+        model.inference_pack = False
+        ref = model(inputs)[0]["sem_seg"]
+    assert packed_sd.keys() == before.keys() and all(torch.equal(packed_sd[k], v) for k, v in before.items())
+    assert packed_linear_names(model) == [] and packed_linear_names(copied) == []
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    model.inference_pack = True
+    with torch.no_grad():
+        model(inputs)
+    model.train()
+    assert packed_linear_names(model) == []
+    assert all(p.numel() > 0 for p in model.parameters())
