@@ -317,7 +317,7 @@ class FOCUS(nn.Module):
     def __getstate__(self):
         # pickling / deepcopy see dense weights (oneDNN's packed tensors have no storage to copy)
         unpack_linears(self)
-        return super().__getstate__()
+        return self.__dict__.copy()  # object.__getstate__ only exists from Python 3.11
 
     def _apply(self, fn, *args, **kwargs):
         # `.to()` / `.cuda()` / `.half()` act on dense weights (packed copies are CPU-only and dtype-bound)
