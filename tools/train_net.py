@@ -17,13 +17,13 @@ from detectron2.engine import default_argument_parser, default_setup, launch  # 
 import focus  # noqa: E402,F401  (registers the components)
 from focus.engine.trainer import FOCUSTrainer  # noqa: E402
 from focus.engine.trainer import setup_cfg  # noqa: E402
-from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
+from focus.engine.runtime import MALLOC_POLICIES, configure_malloc, default_malloc_policy  # noqa: E402
 
 
 def main(args):
     # --eval-only: reuse freed activation memory across images instead of page-faulting it in; training: return
     # large freed blocks to the system, for a lower peak (focus.engine.runtime)
-    configure_malloc(getattr(args, "malloc", None) or ("keep" if args.eval_only else "release"))
+    configure_malloc(getattr(args, "malloc", None) or default_malloc_policy(training=not args.eval_only))
     cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
     default_setup(cfg, args)
     if args.eval_only:

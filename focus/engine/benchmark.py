@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runtime import MALLOC_POLICIES, configure_malloc
+from .runtime import MALLOC_POLICIES, configure_malloc, default_malloc_policy
 
 __all__ = [
     "DTYPES",
@@ -502,7 +502,8 @@ def _summary(r):
     if "peak_rss_mb" in r:
         lines.append(f"peak_rss_mb          {r['peak_rss_mb']:.0f} (after build {r['rss_after_build_mb']:.0f})")
     if "mask_agreement" in r:
-        lines.append(f"mask_agreement       {r['mask_agreement']:.5f}  sem_seg_max_abs_diff {r['sem_seg_max_abs_diff']:.4g}")
+        lines.append(f"mask_agreement       {r['mask_agreement']:.5f}  "
+                     f"sem_seg_max_abs_diff {r['sem_seg_max_abs_diff']:.4g}")
         for key in ("golden", "golden_weights_real_images", "real_images"):
             if key in r:
                 d = r[key]
@@ -545,7 +546,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    args.malloc = args.malloc or ("release" if args.train else "keep")
+    args.malloc = args.malloc or default_malloc_policy(training=args.train)
     configure_malloc(args.malloc)
     if args.rss_child:
         _child_main(args)

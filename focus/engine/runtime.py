@@ -21,7 +21,7 @@ do (`--malloc`: `"keep"` for inference, `"release"` for training), and user code
 """
 from ..libc import glibc
 
-__all__ = ["MALLOC_POLICIES", "configure_malloc"]
+__all__ = ["MALLOC_POLICIES", "configure_malloc", "default_malloc_policy"]
 
 MALLOC_POLICIES = ("default", "keep", "release")
 
@@ -29,9 +29,20 @@ MALLOC_POLICIES = ("default", "keep", "release")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
-_RELEASE_THRESHOLD = 4 * 2**20
 _TRIM_DEFAULT = 128 * 1024  # glibc's initial value (its dynamic mmap threshold may have raised it since)
 _TRIM_NEVER = 2**31 - 1  # largest int: the heap is only trimmed when more than 2 GB at its top are free
+_SETTINGS = {
+    "keep": ((_M_MMAP_MAX, 0, "M_MMAP_MAX"), (_M_TRIM_THRESHOLD, _TRIM_NEVER, "M_TRIM_THRESHOLD")),
+    "release": (
+        (_M_MMAP_THRESHOLD, 4 * 2**20, "M_MMAP_THRESHOLD"),
+        (_M_TRIM_THRESHOLD, _TRIM_DEFAULT, "M_TRIM_THRESHOLD"),
+    ),
+}
+
+
+def default_malloc_policy(training):
+    """The tools' policy when `--malloc` is not given: `"release"` for training, `"keep"` for inference."""
+    return "release" if training else "keep"
 
 
 def configure_malloc(policy="keep"):
@@ -49,12 +60,7 @@ def configure_malloc(policy="keep"):
     libc = glibc()
     if policy == "default" or libc is None:
         return False
-    # mallopt returns 1 on success, 0 on error
-    if policy == "release":
-        if not (libc.mallopt(_M_MMAP_THRESHOLD, _RELEASE_THRESHOLD)
-                and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_DEFAULT)):
-            raise RuntimeError("glibc mallopt refused the 'release' malloc policy (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)")
-        return True
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER)):
-        raise RuntimeError("glibc mallopt refused the 'keep' malloc policy (M_MMAP_MAX=0, M_TRIM_THRESHOLD)")
+    for param, value, name in _SETTINGS[policy]:
+        if not libc.mallopt(param, value):  # 1 on success, 0 on error
+            raise RuntimeError(f"glibc mallopt refused {name}={value} of the {policy!r} malloc policy")
     return True

@@ -41,4 +41,3 @@ def store_parameters_in(module, names, dtype, others=None):
                 if b is not None and b.is_floating_point() and b.dtype != others:
                     mod._buffers[bname] = b.to(others)
     return module
-
