@@ -30,7 +30,6 @@ from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
 from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
-from ..evaluation import build_evaluator
 from ..modeling.checkpoint import FOCUSCheckpointer
 from .tta import FOCUSWithTTA
 
@@ -298,6 +297,9 @@ class FOCUSTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        # imported here: the metrics' dependencies (pysodmetrics, scikit-image, ~50 MB) are for evaluation only
+        from ..evaluation import build_evaluator
+
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
 

@@ -7,7 +7,6 @@ target is decided per image and per decoder output by this matcher.
 import torch
 import torch.nn.functional as F
 from detectron2.projects.point_rend.point_features import point_sample
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 __all__ = ["HungarianMatcher", "batch_dice_cost", "batch_sigmoid_ce_cost"]
@@ -84,6 +83,8 @@ class HungarianMatcher(nn.Module):
         Returns:
             list of B pairs `(pred_idx, tgt_idx)` of int64 tensors of equal length `min(Q, K)`.
         """
+        from scipy.optimize import linear_sum_assignment  # training-only: not on the inference import path
+
         indices = []
         pred_masks = outputs["pred_masks"]
         with torch.autocast(device_type=pred_masks.device.type, enabled=False):

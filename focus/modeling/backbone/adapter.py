@@ -7,7 +7,7 @@ Tokens of the spatial prior `c` are the concatenation of three maps at strides 8
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from timm.layers import DropPath
+from torchvision.ops import StochasticDepth
 
 from focus.layers import MSDeformAttn, grid_centers
 
@@ -139,7 +139,7 @@ class Extractor(nn.Module):
         if with_cffn:
             self.ffn = ConvFFN(dim, int(dim * cffn_ratio))
             self.ffn_norm = nn.LayerNorm(dim, eps=1e-6)
-            self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+            self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
 
     def forward(self, query, reference_points, feat, spatial_shapes, level_start_index, hc, wc):
         def _inner(query, feat):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from timm.layers import DropPath
+from torchvision.ops import StochasticDepth
 
 __all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "Block", "resize_pos_embed"]
 
@@ -93,7 +93,7 @@ class Block(nn.Module):
         self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         if ffn_type == "mlp":
             self.mlp = Mlp(dim, int(dim * mlp_ratio))

@@ -9,7 +9,7 @@ from .clip_model import (
 )
 from .projection import ProjectionHead
 from .refiner import FOCUSCLIPRefiner, build_clip_refiner
-from .templates import IMAGENET_TEMPLATES, VILD_TEMPLATES, get_templates
+from .templates import VILD_TEMPLATES, get_templates
 
 __all__ = [
     "FOCUSCLIPRefiner",
@@ -21,6 +21,5 @@ __all__ = [
     "encode_image_with_mask_prompt",
     "get_templates",
     "load_clip_weights",
-    "IMAGENET_TEMPLATES",
     "VILD_TEMPLATES",
 ]

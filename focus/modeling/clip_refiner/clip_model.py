@@ -5,12 +5,14 @@ and a mask-prompted visual forward. Here the same network is an open_clip `CLIP`
 architecture (QuickGELU) whose state-dict keys are OpenAI's; the mask embedding is added as a parameter of
 `visual` and the mask-prompted forward is `encode_image_with_mask_prompt`. Weights are random unless a
 local OpenAI / open_clip state dict is given; nothing is ever downloaded.
+
+open_clip (which imports timm) is imported by the functions that build a CLIP model, not at module import: it
+costs about 60 MB of RSS and a second of start-up that inference, which never reads CLIP, should not pay.
 """
 
 import logging
 import zipfile
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +40,8 @@ _OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 def open_clip_name(name):
     """OpenAI model name ("ViT-B/16") → open_clip architecture with QuickGELU ("ViT-B-16-quickgelu")."""
+    import open_clip
+
     arch = name.replace("/", "-")
     if not arch.endswith("-quickgelu"):
         arch += "-quickgelu"
@@ -57,6 +61,8 @@ def build_clip_model(name="ViT-B/16", mask_prompt_depth=3, weights=""):
         open_clip `CLIP` with `visual.mask_embedding` `(depth, grid², width)` ~ N(0, 0.02) (spec §6.1:
         FOCUS's MAE-style init; pretrained checkpoints have no such key) and `visual.mask_pool`.
     """
+    import open_clip
+
     model = add_mask_prompt(open_clip.create_model(open_clip_name(name), pretrained=None), mask_prompt_depth)
     if weights:
         load_clip_weights(model, weights)

@@ -5,7 +5,6 @@ head and projects the result with its `image_embed` / `text_embed` heads; the cr
 compares them. Nothing at inference reads CLIP.
 """
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
@@ -79,6 +78,8 @@ class FOCUSCLIPRefiner(nn.Module):
         self.register_buffer("pixel_std", 255 * torch.tensor(CLIP_PIXEL_STD).view(1, 3, 1, 1))
         self.prompts = list(prompts) + [NO_OBJECT_PROMPT]
         self.templates = tuple(text_templates)
+        import open_clip  # not at module import: see clip_model
+
         self.tokenizer = open_clip.get_tokenizer(open_clip_name(clip_model_name))
         self.mask_prompt_fwd = mask_prompt_fwd
         self.fix_region_inputs = fix_region_inputs

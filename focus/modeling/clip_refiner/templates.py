@@ -1,8 +1,6 @@
 """Prompt templates of the CLIP text side (spec §6.2, `MODEL.CLIP_REFINER.TEXT_TEMPLATES`)."""
 
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-__all__ = ["VILD_TEMPLATES", "IMAGENET_TEMPLATES", "get_templates"]
+__all__ = ["VILD_TEMPLATES", "get_templates"]
 
 # the 14 ViLD templates (Gu et al. 2021), as used by OVSeg / FOCUS
 VILD_TEMPLATES = (
@@ -22,16 +20,14 @@ VILD_TEMPLATES = (
     "There is a large {} in the scene.",
 )
 
-# the 80 templates of OpenAI's ImageNet zero-shot evaluation
-IMAGENET_TEMPLATES = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
-
-
 def get_templates(kind, predefined=("a photo of a {}.",)):
     """Templates for `TEXT_TEMPLATES` = "vild", "imagenet" or "predefined" (→ `predefined`), each with one `{}`."""
     if kind == "vild":
         return VILD_TEMPLATES
-    if kind == "imagenet":
-        return IMAGENET_TEMPLATES
+    if kind == "imagenet":  # the 80 templates of OpenAI's ImageNet zero-shot evaluation
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+        return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
     if kind == "predefined":
         return tuple(predefined)
     raise ValueError(f"MODEL.CLIP_REFINER.TEXT_TEMPLATES {kind!r}: expected 'vild', 'imagenet' or 'predefined'")

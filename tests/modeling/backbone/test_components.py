@@ -158,3 +158,18 @@ def test_block_checkpoint_same_gradients():
     ga = torch.autograd.grad(ya.square().sum(), [x, a.gamma1])
     gb = torch.autograd.grad(yb.square().sum(), [x, b.gamma1])
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(ga, gb))
+
+
+def test_block_drop_path_matches_timm_droppath():
+    """Stochastic depth is torchvision's `StochasticDepth(p, "row")`: the same draws and scaling as timm's
+    `DropPath`, which the official code uses (timm stays off the inference import path)."""
+    timm_layers = pytest.importorskip("timm.layers")
+    block = Block(32, 4, drop_path=0.3).train()
+    x = torch.randn(8, 5, 32)
+    torch.manual_seed(3)
+    ours = block.drop_path(x)
+    torch.manual_seed(3)
+    ref = timm_layers.DropPath(0.3)(x)
+    assert torch.equal(ours, ref)
+    assert (ours == 0).all(dim=(1, 2)).any() and not torch.equal(ours, x)  # some rows dropped, others scaled
+    assert torch.equal(block.eval().drop_path(x), x)
