@@ -98,11 +98,15 @@ class EdgePriorModule(nn.Module):
         for i in range(4):
             setattr(self, f"fc{i + 1}", nn.Conv2d(width * 4 * 2**i, embed_dim, 1, bias=True))
 
-    def forward(self, x):
+    def forward(self, x, project_c1=True):
+        """With `project_c1=False`, `c1` is returned before its projection `fc1` (B, 4 * width, H/4, W/4): the
+        caller applies `fc1` when it needs the map (D / (4 * width) times smaller until then: 16 vs 64 MB for
+        FOCUS-L at 512 px)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         c1 = self.layer1(x)
         c2 = self.layer2(c1)
         c3 = self.layer3(c2)
         c4 = self.layer4(c3)
-        c1, c2, c3, c4 = self.fc1(c1), self.fc2(c2), self.fc3(c3), self.fc4(c4)
+        c1 = self.fc1(c1) if project_c1 else c1
+        c2, c3, c4 = self.fc2(c2), self.fc3(c3), self.fc4(c4)
         return c1, c2.flatten(2).transpose(1, 2), c3.flatten(2).transpose(1, 2), c4.flatten(2).transpose(1, 2)

@@ -129,17 +129,52 @@ def test_swiglu_and_misconfigured_pos_grid():
         _tiny("MODEL.DINOV2.PRETRAIN_IMG_SIZE", "224")
 
 
-def test_upsample_2x2_equals_the_transposed_convolution():
-    from focus.modeling.backbone.dinov2 import upsample_2x2
+def test_add_upsample_2x2_equals_the_transposed_convolution():
+    from focus.modeling.backbone.dinov2 import add_upsample_2x2_
 
     torch.manual_seed(0)
     up = torch.nn.ConvTranspose2d(48, 40, 2, 2).double()
     tokens = torch.randn(2, 6 * 5, 48, dtype=torch.float64, requires_grad=True)
-    ref = up(tokens.transpose(1, 2).reshape(2, 48, 6, 5))
-    out = upsample_2x2(tokens, up, 6, 5)
+    base = torch.randn(2, 40, 12, 10, dtype=torch.float64)
+    ref = up(tokens.transpose(1, 2).reshape(2, 48, 6, 5)) + base
+    out = add_upsample_2x2_(base.clone(), tokens, up, 6, 5)
     assert out.shape == (2, 40, 12, 10) and out.is_contiguous()
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(ref)
     grads = [torch.autograd.grad(y, (tokens, up.weight, up.bias), g) for y in (out, ref)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # GEMMs on slices of grid rows: the same sums (BLAS may pick another kernel for few rows)
+        for rows in (1, 4, 6):
+            torch.testing.assert_close(add_upsample_2x2_(base.clone(), tokens, up, 6, 5, rows=rows), out,
+                                       rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_sliced_tail_helpers_are_bit_identical(batch):
+    from focus.modeling.backbone.dinov2 import add_interpolated_, batch_norm_inplace_
+
+    torch.manual_seed(0)
+    out, x = torch.randn(batch, 40, 24, 20), torch.randn(batch, 40, 6, 5)
+    ref = out + torch.nn.functional.interpolate(x, size=(24, 20), mode="bilinear", align_corners=False)
+    assert torch.equal(add_interpolated_(out.clone(), x, channels=16), ref)
+    bn = torch.nn.BatchNorm2d(40).eval()
+    for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias):
+        t.data.uniform_(0.5, 1.5)
+    with torch.no_grad():
+        assert torch.equal(batch_norm_inplace_(bn, out.clone(), 16), bn(out))
+        y = batch_norm_inplace_(bn, out.bfloat16(), 16)  # mixed dtypes: bn's own result
+        assert torch.equal(y, bn(out.bfloat16()))
+
+
+def test_inference_tail_same_features_as_autograd_path():
+    """Without autograd the pyramid's stride-4 level is built in slices and in place: the same features (up to
+    the GEMM kernel BLAS picks for a slice of rows)."""
+    bb = _tiny().eval()
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        lean = bb(x)
+    with torch.enable_grad():
+        full = bb(x)
+    for k in lean:
+        torch.testing.assert_close(lean[k], full[k].detach(), rtol=1e-6, atol=1e-6)
