@@ -178,3 +178,68 @@ def test_inference_tail_same_features_as_autograd_path():
         full = bb(x)
     for k in lean:
         torch.testing.assert_close(lean[k], full[k].detach(), rtol=1e-6, atol=1e-6)
+
+
+class _PeakHeap:
+    """Peak growth of glibc's in-use heap bytes (`mallinfo2`) over the ops run inside the context."""
+
+    def __init__(self):
+        import ctypes
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        from focus.libc import glibc
+
+        libc = glibc()
+        if libc is None or not hasattr(libc, "mallinfo2"):
+            pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+
+        class _Info(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in
+                        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+        libc.mallinfo2.restype = _Info
+        used = lambda: libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd  # noqa: E731
+        peak = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                peak.bytes = max(peak.bytes, used() - peak.base)
+                return out
+
+        self._mode, self._used = _Mode(), used
+
+    def __enter__(self):
+        self.base, self.bytes = self._used(), 0
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
+def test_sliced_tail_helpers_never_allocate_a_whole_map():
+    """The memory the helpers exist for: at most a slice of the (B, O, 2h, 2w) map is ever allocated."""
+    from focus.modeling.backbone.dinov2 import add_interpolated_, add_upsample_2x2_, batch_norm_inplace_
+
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(64, 64, 2, 2)  # a small weight: GEMM libraries may copy it per call
+    tokens, out = torch.randn(1, 64 * 64, 64), torch.randn(1, 64, 128, 128)
+    map_bytes = out.numel() * 4  # 4 MiB
+    bn = torch.nn.BatchNorm2d(64).eval()
+    with torch.no_grad():
+        for rows in (None, 8):  # warm-up: BLAS keeps its packing buffers after the first call
+            add_upsample_2x2_(out, tokens, up, 64, 64, rows=rows)
+        with _PeakHeap() as whole:
+            add_upsample_2x2_(out, tokens, up, 64, 64)
+        with _PeakHeap() as sliced:
+            add_upsample_2x2_(out, tokens, up, 64, 64, rows=8)
+        # slices of an eighth of the map, plus the kernels' own buffers
+        assert whole.bytes >= map_bytes and sliced.bytes < map_bytes / 2, (whole.bytes, sliced.bytes)
+        with _PeakHeap() as sliced:
+            add_interpolated_(out, torch.randn(1, 64, 32, 32), channels=8)
+        assert sliced.bytes < map_bytes / 2, sliced.bytes
+        with _PeakHeap() as sliced:
+            batch_norm_inplace_(bn, out, 8)
+        assert sliced.bytes < map_bytes / 2, sliced.bytes
