@@ -5,8 +5,9 @@ adapter's 5376x1024 prior tokens, the 1024x128x128 output pyramid). glibc serves
 (dynamic, at most 32 MB) with a fresh `mmap` and unmaps them on `free`, so every forward page-faults all of that
 memory in again: about 250,000 minor faults, 1.5 s of a 10 s fp32 forward on the 2-core reference machine (a VM,
 where a fault is expensive). The `"keep"` policy stops glibc from mmapping blocks and from trimming its heap, so
-the next forward reuses the memory the previous one freed: no faults after the first image, and the peak RSS of an
-inference process grew by about 50 MB in our measurement (`tools/benchmark.py --malloc`).
+the next forward reuses the memory the previous one freed: no faults after the first image. The heap fragments in
+exchange: a FOCUS-L inference process at 512 px peaked at 2654 MiB in fp32 (bf16: 1903) against 2398 (1720) with
+`"release"` below, which took 22-27 % longer per forward (`tools/benchmark.py --malloc`).
 
 Training is the opposite case: its peak is what counts. Once glibc's dynamic threshold has climbed to 32 MB,
 the 4-17 MB gradients and activations of a FOCUS-L step share the heap and fragment it, and at the end of the

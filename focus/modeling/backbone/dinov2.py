@@ -65,6 +65,14 @@ def add_upsample_2x2_(out, tokens, up, h, w, rows=None):
     return out
 
 
+def _image_channel_slices(x, channels):
+    """`(image, channel)` slice pairs covering (B, C, ...) `x`: one image and `channels` channels each (a
+    contiguous block of a contiguous NCHW tensor)."""
+    for i in range(x.shape[0]):
+        for c0 in range(0, x.shape[1], channels):
+            yield slice(i, i + 1), slice(c0, c0 + channels)
+
+
 def add_interpolated_(out, x, channels=None):
     """`out += F.interpolate(x, size=out.shape[-2:], mode="bilinear")` in place, `channels` channels of one image
     at a time when given (each output channel depends only on its input channel): the interpolated map is never
@@ -72,10 +80,8 @@ def add_interpolated_(out, x, channels=None):
     size = out.shape[-2:]
     if channels is None:
         return out.add_(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-    for i in range(x.shape[0]):
-        for c0 in range(0, x.shape[1], channels):
-            img, ch = slice(i, i + 1), slice(c0, c0 + channels)
-            out[img, ch].add_(F.interpolate(x[img, ch], size=size, mode="bilinear", align_corners=False))
+    for img, ch in _image_channel_slices(x, channels):
+        out[img, ch].add_(F.interpolate(x[img, ch], size=size, mode="bilinear", align_corners=False))
     return out
 
 
@@ -85,14 +91,12 @@ def batch_norm_inplace_(bn, x, channels):
     the same arithmetic as `bn(x)`. Returns `bn(x)` itself where it would not have `x`'s dtype (mixed precision)."""
     if bn.training or bn.running_mean is None or not bn.affine:
         return bn(x)
-    for i in range(x.shape[0]):
-        for c0 in range(0, x.shape[1], channels):
-            img, ch = slice(i, i + 1), slice(c0, c0 + channels)
-            y = F.batch_norm(x[img, ch], bn.running_mean[ch], bn.running_var[ch], bn.weight[ch], bn.bias[ch],
-                             False, 0.0, bn.eps)
-            if y.dtype != x.dtype:  # decided by the dtypes alone, so at the first slice, before any write
-                return bn(x)
-            x[img, ch] = y
+    for img, ch in _image_channel_slices(x, channels):
+        y = F.batch_norm(x[img, ch], bn.running_mean[ch], bn.running_var[ch], bn.weight[ch], bn.bias[ch],
+                         False, 0.0, bn.eps)
+        if y.dtype != x.dtype:  # decided by the dtypes alone, so at the first slice, before any write
+            return bn(x)
+        x[img, ch] = y
     return x
 
 
