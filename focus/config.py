@@ -209,4 +209,7 @@ def add_focus_config(cfg):
     _add_dinov2_config(cfg)
     _add_cliprefiner_config(cfg)
     _add_focus_extras(cfg)
+    from .modeling.fsnet.config import add_fsnet_config
+
+    add_fsnet_config(cfg)
     return cfg

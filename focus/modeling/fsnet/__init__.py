@@ -1,0 +1,10 @@
+"""FSNet (ICCV 2021): frame + optical-flow video segmentation, with the official parameter names.
+
+Importing registers the meta-architecture ``FSNet`` and its mappers (``FSNetTestMapper``, ``FSNetTrainMapper``).
+"""
+from .config import add_fsnet_config
+from . import mapper  # noqa: F401  (registers FSNetTestMapper, FSNetTrainMapper)
+from .fsnet import FSNet, FSNetResNet, bytescale, minmax_normalize
+
+
+__all__ = ["FSNet", "FSNetResNet", "add_fsnet_config", "bytescale", "minmax_normalize"]
