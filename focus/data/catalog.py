@@ -13,11 +13,16 @@ Dataset dicts (one per image)::
      in the mapper: > 128 -> class 0 "foreground", else class 1 "background"), "height", "width" (of the
      image after EXIF orientation, read from the file header at load time), "image_id": the file stem}
 
-Video datasets (task "vos") add ``"sequence"`` and ``"frame_index"`` and use ``<sequence>/<stem>`` ids.
+Video datasets (task "vos") are sequences of frames with optional masks and optional precomputed flow images;
+their dicts add ``"sequence"``, ``"frame"`` (the frame's stem), ``"frame_index"`` (position in the sequence),
+``"prev_file_name"``/``"next_file_name"`` (neighbouring frames, absent at the ends), ``"flow_file_name"`` when a
+flow image with the frame's stem exists, and use ``<sequence>/<stem>`` ids. Frames without a mask are listed
+only when the dataset does not require masks (their neighbours are always the full frame sequence).
 
 A user's own data needs no code: `register_folder_dataset(name, image_root, mask_root, task)`, or the name
 ``folder:<task>:<image_root>:<mask_root>`` anywhere a dataset name is accepted (config, command line), which
-`ensure_registered` registers on first use (``folder:vos:<root>`` for ``<root>/<sequence>/{frames,masks}``).
+`ensure_registered` registers on first use (``folder:vos:<root>`` for ``<root>/<sequence>/{frames,masks,flow}``,
+masks and flow optional).
 """
 import logging
 import os
@@ -60,8 +65,9 @@ class DatasetSpec:
     mask_dir: str
     prepare: str = _README
     mask_suffix: str = ""  # stripped from mask stems (CASIA: "<stem>_gt.png")
-    layout: str = "folder"  # "folder" (image/mask folder pair) or "davis" (DAVIS-2016 sequences)
+    layout: str = "folder"  # "folder" (image/mask folder pair), "davis" (DAVIS-2016) or "video" (<seq>/<sub>)
     exclude: tuple = ()  # image stems left out, with the reason in a comment at the row
+    flow_dir: str = ""  # video: precomputed flow images (davis: a root of <seq> folders; video: a subfolder name)
 
 
 def _rows():
@@ -105,11 +111,25 @@ def _rows():
         DatasetSpec(f"dis_te{i}", "dis", f"DIS5K/DIS-TE{i}/im", f"DIS5K/DIS-TE{i}/gt", f"{_README} (DIS5K)")
         for i in range(1, 5)
     ]
-    # DAVIS-2016 frames (480p); the sequence lists come from DAVIS/ImageSets.
+    # DAVIS-2016 frames (480p); the sequence lists come from DAVIS/ImageSets; flow from tools/compute_flow.py.
     rows += [
         DatasetSpec(f"davis2016_{s}", "vos", "DAVIS/JPEGImages/480p", "DAVIS/Annotations/480p",
-                    f"{_README} (DAVIS-2016)", layout="davis")
+                    f"{_README} (DAVIS-2016)", layout="davis", flow_dir="DAVIS/Flow/480p")
         for s in ("train", "val")
+    ]
+    # V-SOD test sets as distributed with the DAVSOD benchmark / FSNet: <root>/<seq>/{Frame,GT[,OF_FlowNet2]};
+    # image_dir = sequences root, mask_dir = the frame and mask subfolder names "<frames>|<masks>".
+    rows += [
+        DatasetSpec("fbms_test", "vos", "FBMS", "Frame|GT", f"{_README} (FBMS)", layout="video",
+                    flow_dir="OF_FlowNet2"),
+        DatasetSpec("segtrackv2", "vos", "SegTrack-V2", "Frame|GT", f"{_README} (SegTrack-V2)", layout="video",
+                    flow_dir="OF_FlowNet2"),
+    ]
+    # DAVSOD (CVPR 2019 release): <split>/<seq>/{Imgs,GT_object_level}
+    rows += [
+        DatasetSpec(f"davsod_{n.lower().replace('-', '')}", "vos", f"DAVSOD/{n}", "Imgs|GT_object_level",
+                    f"{_README} (DAVSOD)", layout="video", flow_dir="flow")
+        for n in ("Easy-35", "Normal-25", "Difficult-20")
     ]
     rows += [
         DatasetSpec(f"synthetic_{t}_{s}", t, f"synthetic/{t}/{s}/images", f"synthetic/{t}/{s}/masks",
@@ -205,31 +225,72 @@ def _davis_sequences(root, split):
     raise FileNotFoundError(f"DAVIS split '{split}': neither {seq_list} nor {pair_list} exists; {_README} (DAVIS-2016)")
 
 
-def load_video_dataset(name, sequences, prepare=_README):
-    """Dataset dicts of video frames: `sequences` is a list of ``(sequence, frames_dir, masks_dir)``.
+def load_video_dataset(name, sequences, require_masks=True, prepare=_README):
+    """Dataset dicts of video frames (see the module docstring).
 
-    Every frame needs a mask (DAVIS-2016 annotates every frame). Ids are ``<sequence>/<stem>``.
+    Args:
+        sequences: list of ``(sequence, frames_dir, masks_dir or None, flows_dir or None)``.
+        require_masks: keep only annotated frames (training, evaluation); their neighbours are still the
+            sequence's full frame list. Raises if a sequence then has no frame.
     """
     dicts = []
-    for seq, frames_dir, masks_dir in sequences:
-        for i, d in enumerate(load_folder_dataset(f"{name}/{seq}", frames_dir, masks_dir, prepare=prepare)):
-            d.update(sequence=seq, frame_index=i, image_id=f"{seq}/{d['image_id']}")
+    for entry in sequences:
+        seq, frames_dir, masks_dir, flows_dir = (tuple(entry) + (None, None))[:4]
+        _require_dir(frames_dir, name, prepare)
+        frames = list_files_by_stem(frames_dir, IMAGE_EXTENSIONS)
+        masks = {}
+        if masks_dir is not None and Path(masks_dir).is_dir():
+            masks = list_files_by_stem(masks_dir, MASK_EXTENSIONS)
+        elif require_masks:
+            _require_dir(masks_dir, name, prepare)
+        flows = list_files_by_stem(flows_dir, IMAGE_EXTENSIONS) if flows_dir and Path(flows_dir).is_dir() else {}
+        stems = sorted(frames)
+        if not stems:
+            raise ValueError(f"Dataset '{name}': no frames ({', '.join(IMAGE_EXTENSIONS)}) in {frames_dir}")
+        kept = 0
+        size = None
+        for i, stem in enumerate(stems):
+            if require_masks and stem not in masks:
+                continue
+            if size is None:  # frames of a sequence share one size; the mapper checks each pair when reading
+                size = read_image_size(frames[stem])
+            d = {"file_name": str(frames[stem]), "height": size[0], "width": size[1],
+                 "image_id": f"{seq}/{stem}", "sequence": seq, "frame": stem, "frame_index": i}
+            if stem in masks:
+                d["sem_seg_file_name"] = str(masks[stem])
+            if stem in flows:
+                d["flow_file_name"] = str(flows[stem])
+            if i > 0:
+                d["prev_file_name"] = str(frames[stems[i - 1]])
+            if i + 1 < len(stems):
+                d["next_file_name"] = str(frames[stems[i + 1]])
             dicts.append(d)
+            kept += 1
+        if require_masks and not kept:
+            raise ValueError(f"Dataset '{name}': no frame of {frames_dir} has a mask in {masks_dir}")
     return dicts
 
 
-def _davis_loader(name, image_root, mask_root, root, split, prepare):
+def _davis_loader(name, image_root, mask_root, root, split, prepare, flow_root=None):
     _require_dir(image_root, name, prepare)
     seqs = _davis_sequences(Path(root) / "DAVIS", split)
-    return load_video_dataset(name, [(s, Path(image_root) / s, Path(mask_root) / s) for s in seqs], prepare)
+    return load_video_dataset(
+        name, [(s, Path(image_root) / s, Path(mask_root) / s, Path(flow_root) / s if flow_root else None)
+               for s in seqs], prepare=prepare)
 
 
-def _video_folder_loader(name, root):
-    _require_dir(root, name, _README)
-    seqs = sorted(p.name for p in Path(root).iterdir() if (p / "frames").is_dir() and (p / "masks").is_dir())
+def _video_folder_loader(name, root, frames="frames", masks="masks", flows="flow", require_masks=True,
+                         prepare=_README):
+    """Sequences ``<root>/<seq>/{<frames>,<masks>,<flows>}`` (masks and flows optional unless required)."""
+    _require_dir(root, name, prepare)
+    seqs = sorted(p.name for p in Path(root).iterdir() if (p / frames).is_dir()
+                  and (not require_masks or (p / masks).is_dir()))
     if not seqs:
-        raise ValueError(f"Dataset '{name}': no <sequence>/frames + <sequence>/masks folders under {root}")
-    return load_video_dataset(name, [(s, Path(root) / s / "frames", Path(root) / s / "masks") for s in seqs])
+        raise ValueError(f"Dataset '{name}': no <sequence>/{frames}" + (f" + <sequence>/{masks}" if require_masks else "")
+                         + f" folders under {root}")
+    return load_video_dataset(
+        name, [(s, Path(root) / s / frames, Path(root) / s / masks, Path(root) / s / flows) for s in seqs],
+        require_masks=require_masks, prepare=prepare)
 
 
 def _register(name, loader, metadata, overwrite):
@@ -258,10 +319,13 @@ def register_folder_dataset(name, image_root, mask_root, task, mask_suffix="", o
     return _register(name, loader, _metadata(task, image_root, mask_root, mask_suffix=mask_suffix), overwrite)
 
 
-def register_video_dataset(name, root, overwrite=False):
-    """Register ``<root>/<sequence>/{frames,masks}`` (the layout of ``../shared/data/vos``) as a "vos" dataset."""
+def register_video_dataset(name, root, frames="frames", masks="masks", flows="flow", require_masks=True,
+                           overwrite=False):
+    """Register ``<root>/<sequence>/{frames,masks,flow}`` (the layout of ``../shared/data/vos``; subfolder names
+    configurable, flow optional) as a "vos" dataset; ``require_masks=False`` also lists unannotated frames."""
     root = str(root)
-    return _register(name, partial(_video_folder_loader, name, root), _metadata("vos", root, root), overwrite)
+    loader = partial(_video_folder_loader, name, root, frames, masks, flows, require_masks)
+    return _register(name, loader, _metadata("vos", root, root), overwrite)
 
 
 def register_builtin_datasets(root=None, overwrite=True):
@@ -271,7 +335,13 @@ def register_builtin_datasets(root=None, overwrite=True):
         image_root, mask_root = root / spec.image_dir, root / spec.mask_dir
         if spec.layout == "davis":
             split = spec.name.rsplit("_", 1)[1]
-            loader = partial(_davis_loader, spec.name, str(image_root), str(mask_root), str(root), split, spec.prepare)
+            loader = partial(_davis_loader, spec.name, str(image_root), str(mask_root), str(root), split, spec.prepare,
+                             str(root / spec.flow_dir) if spec.flow_dir else None)
+        elif spec.layout == "video":
+            frames, masks = spec.mask_dir.split("|")
+            loader = partial(_video_folder_loader, spec.name, str(image_root), frames, masks, spec.flow_dir or "flow",
+                             True, spec.prepare)
+            mask_root = image_root
         else:
             loader = partial(load_folder_dataset, spec.name, str(image_root), str(mask_root), spec.mask_suffix,
                              spec.exclude, spec.prepare)
