@@ -42,7 +42,7 @@ def zero_motion_image(height: int, width: int) -> np.ndarray:
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
         raise ValueError("flow estimation expects RGB uint8 (H, W, 3) images")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    return torch.tensor(image).permute(2, 0, 1).float()
 
 
 class FlowEstimator:
@@ -88,7 +88,8 @@ class FlowEstimator:
         hs, ws = max(8, round(h * scale)), max(8, round(w * scale))
         if (hs, ws) != (h, w):
             pair = F.interpolate(pair, size=(hs, ws), mode="bilinear", align_corners=False, antialias=True)
-        ph, pw = math.ceil(hs / 8) * 8, math.ceil(ws / 8) * 8  # RAFT needs multiples of 8
+        # RAFT needs multiples of 8 and at least 128 px (its correlation pyramid); replicate padding
+        ph, pw = max(128, math.ceil(hs / 8) * 8), max(128, math.ceil(ws / 8) * 8)
         pair = F.pad(pair, (0, pw - ws, 0, ph - hs), mode="replicate")
         flow = self.net(pair[:1], pair[1:], num_flow_updates=self.num_flow_updates)[-1][0, :, :hs, :ws]
         if (hs, ws) != (h, w):
