@@ -5,6 +5,7 @@ Importing registers the meta-architecture ``FSNet`` and its mappers (``FSNetTest
 from .config import add_fsnet_config
 from . import mapper  # noqa: F401  (registers FSNetTestMapper, FSNetTrainMapper)
 from .fsnet import FSNet, FSNetResNet, bytescale, minmax_normalize
+from .transfer import transfer_stage_weights
 
 
-__all__ = ["FSNet", "FSNetResNet", "add_fsnet_config", "bytescale", "minmax_normalize"]
+__all__ = ["FSNet", "FSNetResNet", "add_fsnet_config", "bytescale", "minmax_normalize", "transfer_stage_weights"]

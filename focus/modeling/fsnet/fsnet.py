@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backbone.resnet import load_imagenet_trunk, resnet_trunk
+from .transfer import transfer_stage_weights
 from .layers import BPM, BasicConv2d, Decoder, DimReduce, channel_attention, resize_as
 
 __all__ = ["FSNet", "FSNetResNet", "minmax_normalize", "bytescale", "multiscale_size", "STREAM_MODES"]
@@ -84,7 +85,7 @@ class FSNet(nn.Module):
     def __init__(self, *, channel=32, depths=(3, 4, 6, 3), num_bpm=4, streams="rgb+flow",
                  pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225), minmax_normalize=True,
                  mask_threshold=0.5, bpm_fp32=True, train_scales=(0.75, 1.0, 1.25), multiscale_mode="cycle",
-                 imagenet_weights=""):
+                 imagenet_weights="", transfer=None):
         super().__init__()
         if streams not in STREAM_MODES:
             raise ValueError(f"MODEL.FSNET.STREAMS must be one of {STREAM_MODES}, got {streams!r}")
@@ -116,6 +117,8 @@ class FSNet(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self._init_weights(imagenet_weights)
+        if transfer and (transfer.get("appearance") or transfer.get("motion")):
+            transfer_stage_weights(self, **transfer)  # stage 3 of the official training (docs/fsnet.md#q14)
 
     @classmethod
     def from_config(cls, cfg):
@@ -133,6 +136,8 @@ class FSNet(nn.Module):
             "train_scales": tuple(f.TRAIN_SCALES),
             "multiscale_mode": f.MULTISCALE_MODE,
             "imagenet_weights": f.IMAGENET_WEIGHTS,
+            "transfer": {"appearance": f.TRANSFER.APPEARANCE_WEIGHTS, "motion": f.TRANSFER.MOTION_WEIGHTS,
+                         "motion_bn_stats": f.TRANSFER.MOTION_BN_STATS},
         }
 
     def _init_weights(self, imagenet_weights):
