@@ -13,6 +13,14 @@ and an overlay. Videos/webcam: one `<output>/<name>_<kind>.mp4` (mp4v) per kind,
 Every file is written atomically; `--skip-existing` resumes an interrupted run without recomputing.
 Unreadable inputs are reported and skipped; the exit status is 1 if any input failed.
 
+Video members (a model that declares `needs_flow`, e.g. FSNet) are temporal: video frames are fed in order, and
+with `--input` every folder is one sequence whose frames (sorted by name) are fed in order, the predictor being
+reset between folders; each frame's flow comes from the previous frame. Image members run frame by frame.
+
+    python tools/demo.py --config-file configs/fsnet/fsnet.yaml --video-input clip.mp4 --output out/ \
+        --save mask soft cutout overlay --opts MODEL.WEIGHTS FSNet.pth MODEL.FSNET.FLOW.WEIGHTS raft_small.pth
+    python tools/demo.py --config-file configs/fsnet/fsnet.yaml --input DAVIS/JPEGImages/480p/dog --output out/
+
 Differences from the official `demo/demo.py` (spec §12, §13 items 3 and 35): the default config is a
 repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax, and
 `--video-input` / `--webcam` work.
@@ -36,7 +44,7 @@ from focus.data.io import IMAGE_EXTENSIONS, read_image  # noqa: E402
 from focus.engine import setup_cfg  # noqa: E402
 from focus.engine.predictor import (  # noqa: E402
     OUTPUT_KINDS,
-    FOCUSPredictor,
+    Predictor,
     render_video_frame,
     save_outputs,
 )
@@ -160,10 +168,24 @@ class _LazyPredictor:
     def __init__(self, cfg):
         self.cfg, self._predictor = cfg, None
 
-    def __call__(self, image):
+    @property
+    def predictor(self):
         if self._predictor is None:
-            self._predictor = FOCUSPredictor(self.cfg)
-        return self._predictor(image)
+            self._predictor = Predictor(self.cfg)
+        return self._predictor
+
+    @property
+    def temporal(self):
+        """Whether the member needs its frames in order (built on demand: the model declares it)."""
+        return getattr(self.predictor, "temporal", False)
+
+    def reset(self):
+        """New sequence: temporal members forget the previous frame."""
+        if self._predictor is not None and hasattr(self._predictor, "reset"):
+            self._predictor.reset()
+
+    def __call__(self, image, **extras):
+        return self.predictor(image, **extras)
 
 
 def run_images(args, predictor):
@@ -173,10 +195,15 @@ def run_images(args, predictor):
         _report(spec, reason)
     done = skipped = 0
     failed = len(errors)
+    sequence = None
     for path, stem in tqdm(jobs, desc="images", unit="img", file=sys.stderr):
+        if os.path.dirname(path) != sequence:  # a new folder is a new sequence for temporal members
+            sequence = os.path.dirname(path)
+            predictor.reset()
         outputs = {kind: os.path.join(args.output, f"{stem}_{kind}.png") for kind in kinds}
         if args.skip_existing and all(os.path.isfile(p) for p in outputs.values()):
             skipped += 1
+            predictor.reset()  # a temporal member restarts its stream after a gap
             continue
         try:
             image = read_image(path)
@@ -237,6 +264,7 @@ def _process_stream(capture, predictor, kinds, sink, total, max_frames, desc):
     if max_frames:
         total = min(total, max_frames) if total else max_frames
     count = 0
+    predictor.reset()
     with tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr) as bar:
         while not max_frames or count < max_frames:
             ok, frame_bgr = capture.read()

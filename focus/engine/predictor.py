@@ -23,10 +23,12 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..data import FocusTestMapper
+from ..data.mappers import MAPPER_REGISTRY
 from .trainer import FOCUSTrainer, clone_for_eval
 
 __all__ = [
     "FOCUSPredictor",
+    "Predictor",
     "soft_to_uint8",
     "make_cutout",
     "make_overlay",
@@ -65,6 +67,16 @@ class FOCUSPredictor:
                 raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: {weights}")
             FOCUSTrainer.load_weights(self.cfg, self.model)
         self.resize = FocusTestMapper(self.cfg).resize  # the evaluation pipeline's ResizeShortestEdge
+        # a member's registered test mapper builds its inputs (`map_image(image, **extras)`); members whose model
+        # declares `needs_flow` are temporal: frames must come in order, `reset()` between videos
+        name = getattr(self.cfg.INPUT, "TEST_MAPPER_NAME", "")
+        self.mapper = MAPPER_REGISTRY.get(name)(self.cfg, False) if name in MAPPER_REGISTRY else None
+        self.temporal = bool(getattr(self.model, "needs_flow", False))
+
+    def reset(self):
+        """Start a new video: a temporal member's mapper forgets the previous frame (no-op otherwise)."""
+        if self.mapper is not None and hasattr(self.mapper, "reset"):
+            self.mapper.reset()
 
     def resized_shape(self, height: int, width: int) -> Tuple[int, int]:
         """(h', w') the model sees for an original image of size (height, width) (spec §1.2 step 1)."""
@@ -72,7 +84,9 @@ class FOCUSPredictor:
             height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
         )
 
-    def _model_input(self, image: np.ndarray) -> Dict:
+    def _model_input(self, image: np.ndarray, **extras) -> Dict:
+        if self.mapper is not None:
+            return self.mapper.map_image(image, **extras)
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
             raise ValueError(
                 f"FOCUSPredictor expects an RGB uint8 array of shape (H, W, 3), got "
@@ -88,29 +102,31 @@ class FOCUSPredictor:
 
     @staticmethod
     def _postprocess(raw: Dict) -> Dict:
-        pred_masks = raw["instances"].pred_masks
+        pred_masks = raw["instances"].pred_masks if "instances" in raw else raw["mask"]
         if pred_masks.ndim == 3:  # tolerate a leading singleton instance axis
             pred_masks = pred_masks.squeeze(0)
         mask = (pred_masks > 0).to(torch.uint8).cpu().numpy()
         soft = raw["foreground"].detach().float().cpu().numpy().astype(np.float32, copy=False)
-        return {"mask": mask, "soft": soft, **raw}
+        return {**raw, "mask": mask, "soft": soft}
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> List[Dict]:
+    def predict_batch(self, images: Sequence[np.ndarray], **extras) -> List[Dict]:
         """Predict a list of RGB uint8 images (H_i, W_i, 3) in one model call; see `__call__`.
 
         Images of different sizes are zero-padded together by the model, which changes the border
         context of the smaller ones; the official evaluation uses one image per call.
         """
-        inputs = [self._model_input(image) for image in images]
+        inputs = [self._model_input(image, **extras) for image in images]
         with torch.inference_mode():
             outputs = self.model(inputs)
         return [self._postprocess(raw) for raw in outputs]
 
-    def __call__(self, image: np.ndarray) -> Dict:
+    def __call__(self, image: np.ndarray, **extras) -> Dict:
         """Predict one image.
 
         Args:
             image: RGB uint8 array (H, W, 3).
+            extras: member inputs passed to its test mapper's `map_image` (e.g. ``flow=`` for a video member;
+                without it a temporal member estimates flow from the previous call's frame).
 
         Returns:
             dict with
@@ -119,7 +135,10 @@ class FOCUSPredictor:
               * the model's raw outputs: "sem_seg" (2, H, W) (channel 0 = foreground), "instances",
                 "foreground" (H, W).
         """
-        return self.predict_batch([image])[0]
+        return self.predict_batch([image], **extras)[0]
+
+
+Predictor = FOCUSPredictor  # the member-agnostic name used by tools/demo.py and the member golden tests
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_folder_run_then_resume(demo, tmp_path, capsys, monkeypatch):
     def no_model(cfg):
         raise AssertionError("the model must not be built when every output exists")
 
-    monkeypatch.setattr(demo, "FOCUSPredictor", no_model)
+    monkeypatch.setattr(demo, "Predictor", no_model)
     status = demo.main(["--input", str(src), "--output", str(out), "--skip-existing", "--opts", *FAST])
     assert status == 1  # the corrupt file still fails
     assert "done 0, skipped 4, failed 1" in capsys.readouterr().out

@@ -2,8 +2,8 @@
 
 The golden weights are expanded from the recipe into tmp_path and saved the way the authors released theirs: a bare
 state dict whose keys carry DataParallel's ``module.`` prefix. The model is built from configs/fsnet/golden.yaml
-and loaded by the project's checkpointer; each case is fed exactly as the demo feeds a frame (the test mapper's
-``map_image(frame, flow=flow_image)``).
+and loaded by the project's checkpointer inside `focus.engine.predictor.Predictor`; each case is fed exactly as the
+demo feeds a frame: ``predictor(frame, flow=flow_image)``.
 """
 import sys
 from pathlib import Path
@@ -38,19 +38,17 @@ def golden(shared_reference, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_and_mapper(golden):
-    from focus.data.mappers import MAPPER_REGISTRY
-    from focus.engine.trainer import FOCUSTrainer, setup_cfg
+def predictor(golden):
+    """`Predictor` (the demo's) from configs/fsnet/golden.yaml with MODEL.WEIGHTS = the module.-prefixed file."""
+    from focus.engine.predictor import Predictor
+    from focus.engine.trainer import setup_cfg
 
     cfg = setup_cfg(str(ROOT / "configs/fsnet/golden.yaml"), ["MODEL.WEIGHTS", golden["weights"]], eval_only=True)
-    model = FOCUSTrainer.build_model(cfg)
-    FOCUSTrainer.load_weights(cfg, model)
-    model.eval()
-    return cfg, model, MAPPER_REGISTRY.get(cfg.INPUT.TEST_MAPPER_NAME)(cfg, False)
+    return Predictor(cfg)
 
 
-def test_loads_released_layout_strictly(golden, model_and_mapper):
-    _, model, _ = model_and_mapper
+def test_loads_released_layout_strictly(golden, predictor):
+    model = predictor.model
     assert list(model.state_dict()) == golden["keys"]
     saved = torch.load(golden["weights"], weights_only=True)
     assert all(k.startswith("module.") for k in saved)
@@ -60,39 +58,36 @@ def test_loads_released_layout_strictly(golden, model_and_mapper):
         assert torch.equal(v, filtered[k]), k
 
 
-def _run_case(golden, model_and_mapper, case):
-    _, model, mapper = model_and_mapper
+def _run_case(golden, predictor, case):
     ref, gold = golden["ref"], golden["outputs"][case]
     frame, flow = _read(ref / f"{case}.png"), _read(ref / f"{case}_flow.png")
-    mapper.reset()
-    inputs = mapper.map_image(frame, flow=flow)
-    with torch.inference_mode():
-        out = model([inputs])[0]
+    predictor.reset()
+    out = predictor(frame, flow=flow)
     final = gold["final"]
-    prob = torch.as_tensor(final["prob"])
-    assert out["foreground"].shape == prob.shape == frame.shape[:2]
-    diff = (out["foreground"] - prob).abs().max().item()
+    prob = final["prob"].numpy() if torch.is_tensor(final["prob"]) else np.asarray(final["prob"])
+    assert out["soft"].shape == prob.shape == frame.shape[:2]
+    diff = float(np.abs(out["soft"] - prob).max())
     assert diff <= 1e-4, f"{case}: final.prob max abs diff {diff}"
     assert (out["saved_png"].int() - torch.as_tensor(final["png_uint8"]).int()).abs().max() <= 1
-    mismatch = (out["mask"].to(torch.uint8) != torch.as_tensor(final["binary_uvos"])).float().mean().item()
+    mismatch = (out["mask"] != np.asarray(final["binary_uvos"])).mean()
     assert mismatch <= 1e-4
     return diff
 
 
-def test_golden_fast_case(golden, model_and_mapper):
-    _run_case(golden, model_and_mapper, FAST)
+def test_golden_fast_case(golden, predictor):
+    _run_case(golden, predictor, FAST)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES[1:])
-def test_golden_other_cases(golden, model_and_mapper, case):
-    _run_case(golden, model_and_mapper, case)
+def test_golden_other_cases(golden, predictor, case):
+    _run_case(golden, predictor, case)
 
 
 @pytest.mark.slow
-def test_golden_logits(golden, model_and_mapper):
+def test_golden_logits(golden, predictor):
     """The network alone on the 352x352 case (no resampling anywhere): logits of both decoders."""
-    _, model, mapper = model_and_mapper
+    model, mapper = predictor.model, predictor.mapper
     case = "rand_h352_w352"
     ref, gold = golden["ref"], golden["outputs"][case]
     inputs = mapper.map_image(_read(ref / f"{case}.png"), flow=_read(ref / f"{case}_flow.png"))
