@@ -13,9 +13,10 @@ and an overlay. Videos/webcam: one `<output>/<name>_<kind>.mp4` (mp4v) per kind,
 Every file is written atomically; `--skip-existing` resumes an interrupted run without recomputing.
 Unreadable inputs are reported and skipped; the exit status is 1 if any input failed.
 
-Video members (a model that declares `needs_flow`, e.g. FSNet) are temporal: video frames are fed in order, and
-with `--input` every folder is one sequence whose frames (sorted by name) are fed in order, the predictor being
-reset between folders; each frame's flow comes from the previous frame. Image members run frame by frame.
+Temporal members (a model that declares `needs_flow`, e.g. FSNet) get their frames in order: video frames as
+decoded, and with `--input` every folder is one sequence whose frames (sorted by name) are fed in order, the
+predictor being reset between folders; each frame's flow comes from the previous frame. Image members run
+frame by frame.
 
     python tools/demo.py --config-file configs/fsnet/fsnet.yaml --video-input clip.mp4 --output out/ \
         --save mask soft cutout overlay --opts MODEL.WEIGHTS FSNet.pth MODEL.FSNET.FLOW.WEIGHTS raft_small.pth
@@ -42,13 +43,9 @@ from tqdm import tqdm  # noqa: E402
 import focus  # noqa: E402,F401  (registers the components)
 from focus.data.io import IMAGE_EXTENSIONS, read_image  # noqa: E402
 from focus.engine import setup_cfg  # noqa: E402
-from focus.engine.predictor import (  # noqa: E402
-    OUTPUT_KINDS,
-    Predictor,
-    render_video_frame,
-    save_outputs,
-)
-from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
+from focus.engine.predictor import Predictor  # noqa: E402
+from focus.utils.visualizer import OUTPUT_KINDS, render_video_frame, save_outputs  # noqa: E402
+from malloc_policy import MALLOC_POLICIES, configure_malloc  # noqa: E402  (tools/malloc_policy.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/tiny/focus_tiny.yaml"
@@ -168,24 +165,15 @@ class _LazyPredictor:
     def __init__(self, cfg):
         self.cfg, self._predictor = cfg, None
 
-    @property
-    def predictor(self):
-        if self._predictor is None:
-            self._predictor = Predictor(self.cfg)
-        return self._predictor
-
-    @property
-    def temporal(self):
-        """Whether the member needs its frames in order (built on demand: the model declares it)."""
-        return getattr(self.predictor, "temporal", False)
-
     def reset(self):
-        """New sequence: temporal members forget the previous frame."""
-        if self._predictor is not None and hasattr(self._predictor, "reset"):
+        """New sequence: a temporal member forgets the previous frame (nothing to do before the model exists)."""
+        if self._predictor is not None:
             self._predictor.reset()
 
     def __call__(self, image, **extras):
-        return self.predictor(image, **extras)
+        if self._predictor is None:
+            self._predictor = Predictor(self.cfg)
+        return self._predictor(image, **extras)
 
 
 def run_images(args, predictor):
@@ -197,7 +185,7 @@ def run_images(args, predictor):
     failed = len(errors)
     sequence = None
     for path, stem in tqdm(jobs, desc="images", unit="img", file=sys.stderr):
-        if os.path.dirname(path) != sequence:  # a new folder is a new sequence for temporal members
+        if os.path.dirname(path) != sequence:  # each folder is a sequence for temporal members
             sequence = os.path.dirname(path)
             predictor.reset()
         outputs = {kind: os.path.join(args.output, f"{stem}_{kind}.png") for kind in kinds}

@@ -1,16 +1,18 @@
 """tools/compute_flow.py: sequence folders and videos -> flow images (random RAFT), resumable; FSNet reads them."""
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("compute_flow", ROOT / "tools" / "compute_flow.py")
-compute_flow = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compute_flow)
+
+
+@pytest.fixture(scope="module")
+def compute_flow(load_tool):
+    return load_tool("compute_flow")
 
 ARGS = ["--num-flow-updates", "1", "--max-size", "64"]
 
@@ -24,7 +26,7 @@ def _copy_frames(src_seq, dst_seq, n, size=(96, 54)):
             im.resize(size, Image.NEAREST if sub == "masks" else Image.BILINEAR).save(dst_seq / sub / (f.stem + ".png"))
 
 
-def test_sequences_resume_and_fsnet_reads_them(shared_data, tmp_path):
+def test_sequences_resume_and_fsnet_reads_them(compute_flow, shared_data, tmp_path):
     root = tmp_path / "vos"
     for seq in ("dog", "blackswan"):
         _copy_frames(shared_data / "vos" / "DAVIS2016-sample" / seq, root / seq, 3)
@@ -51,14 +53,14 @@ def test_sequences_resume_and_fsnet_reads_them(shared_data, tmp_path):
     dicts = DatasetCatalog.get(register_video_dataset("flowtest_vos", root, overwrite=True))
     assert len(dicts) == 6 and all("flow_file_name" in d for d in dicts)
     cfg = setup_cfg(str(ROOT / "configs/fsnet/tiny.yaml"))
-    mapper = MAPPER_REGISTRY.get("FSNetTestMapper")(cfg, False)
+    mapper = MAPPER_REGISTRY.get("fsnet_test")(cfg, False)
     out = mapper(dicts[0])
     expect = np.asarray(Image.open(dicts[0]["flow_file_name"]).resize((128, 128), Image.BILINEAR))
     assert torch.equal(out["flow"], torch.from_numpy(expect).permute(2, 0, 1))
     assert (out["height"], out["width"]) == (54, 96) and out["sequence"] in ("dog", "blackswan")
 
 
-def test_video_input(tmp_path):
+def test_video_input(compute_flow, tmp_path):
     path = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
     for i in range(4):

@@ -48,8 +48,6 @@ def add_fsnet_config(cfg):
     f.FLOW.NUM_FLOW_UPDATES = 12  # RAFT refinement iterations
     f.FLOW.MAX_SIZE = 1024  # longest side at which flow is estimated (frames are downscaled above it)
 
-    if not hasattr(cfg.INPUT, "TEST_MAPPER_NAME"):  # the member contract's test-mapper key
-        cfg.INPUT.TEST_MAPPER_NAME = "FocusTestMapper"
     cfg.INPUT.FSNET = CN()
     i = cfg.INPUT.FSNET
     i.SIZE = 352  # square network input; frames and flow images are squashed to it (docs/fsnet.md#q10)

@@ -95,6 +95,8 @@ class FSNet(nn.Module):
         self.minmax = minmax_normalize
         self.mask_threshold = mask_threshold
         self.bpm_fp32 = bpm_fp32
+        # prepare_for_inference keeps these weights fp32 under a reduced-precision autocast (docs/fsnet.md#q7)
+        self.autocast_fp32_modules = tuple(f"bpm{i}" for i in range(1, num_bpm + 1)) if bpm_fp32 else ()
         self.train_scales = tuple(train_scales)
         self.multiscale_mode = multiscale_mode
         self._scale_step = 0

@@ -1,4 +1,4 @@
-"""FSNet mappers: the official test transform (``FSNetTestMapper``) and training transform (``FSNetTrainMapper``).
+"""FSNet mappers: the official test transform (``fsnet_test``) and training transform (``fsnet_train``).
 
 Both squash the frame and the flow image to ``INPUT.FSNET.SIZE`` (352) with PIL bilinear, as the official
 ``transforms.Resize((352, 352))`` does (aspect ratio not kept, docs/fsnet.md#q10), and hand uint8 (3, S, S)
@@ -19,7 +19,7 @@ from detectron2.config import configurable
 from PIL import Image
 
 from ...data.io import read_image, read_mask
-from ...data.mappers import MAPPER_REGISTRY
+from ...data.mappers import register_mapper
 from ..flow import FlowEstimator, render_flow, zero_motion_image
 
 __all__ = ["FSNetTestMapper", "FSNetTrainMapper", "squash"]
@@ -71,7 +71,7 @@ def _flow_options(cfg):
             "max_size": f.MAX_SIZE, "device": cfg.MODEL.DEVICE}
 
 
-@MAPPER_REGISTRY.register()
+@register_mapper("fsnet_test")
 class FSNetTestMapper(_FlowMixin):
     """Official FSNet test transform; also the predictor's per-frame input builder (`map_image`).
 
@@ -122,7 +122,7 @@ class FSNetTestMapper(_FlowMixin):
         return dataset_dict
 
 
-@MAPPER_REGISTRY.register()
+@register_mapper("fsnet_train")
 class FSNetTrainMapper(_FlowMixin):
     """Official FSNet training transform: frame, flow image and GT squashed to S with PIL bilinear; the target
     stays soft at edges (``sem_seg`` float (S, S) in [0, 1], docs/fsnet.md#q15) unless ``INPUT.FSNET.BINARY_TARGETS``.

@@ -48,7 +48,7 @@ def predictor(golden):
 
 
 def test_loads_released_layout_strictly(golden, predictor):
-    model = predictor.model
+    model = predictor.model.model  # inside the InferenceModel wrapper
     assert list(model.state_dict()) == golden["keys"]
     saved = torch.load(golden["weights"], weights_only=True)
     assert all(k.startswith("module.") for k in saved)
@@ -87,7 +87,7 @@ def test_golden_other_cases(golden, predictor, case):
 @pytest.mark.slow
 def test_golden_logits(golden, predictor):
     """The network alone on the 352x352 case (no resampling anywhere): logits of both decoders."""
-    model, mapper = predictor.model, predictor.mapper
+    model, mapper = predictor.model.model, predictor.mapper
     case = "rand_h352_w352"
     ref, gold = golden["ref"], golden["outputs"][case]
     inputs = mapper.map_image(_read(ref / f"{case}.png"), flow=_read(ref / f"{case}_flow.png"))

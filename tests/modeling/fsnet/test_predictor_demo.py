@@ -1,6 +1,5 @@
 """FSNet through the predictor and tools/demo.py: temporal inputs (flow from the previous frame), video and frame
 folders, tiny model with random weights (and random RAFT)."""
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -17,11 +16,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("focus_tools_demo_fsnet", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo(load_tool):
+    return load_tool("demo")
 
 
 @pytest.fixture(scope="module")

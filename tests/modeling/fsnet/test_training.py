@@ -1,5 +1,4 @@
 """FSNet training: the three stages through tools/train_net.py with a tiny model, stage-to-stage transfer."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -8,13 +7,6 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools" / "train_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _tiny_vos(src, dst, n=3, size=(96, 54)):
@@ -44,10 +36,10 @@ def test_stage_configs_load():
 
 
 @pytest.mark.slow  # ~80 s on 2 busy cores: 3 x 3 iterations + an evaluation with random RAFT flow on the fly
-def test_three_stages_and_eval(shared_data, tmp_path, single_thread):
+def test_three_stages_and_eval(shared_data, tmp_path, single_thread, load_tool):
     data = _tiny_vos(shared_data / "vos" / "DAVIS2016-sample", tmp_path / "vos")
     ds = f"('folder:vos:{data}',)"
-    tn = _train_net()
+    tn = load_tool("train_net")
     base = ["SOLVER.MAX_ITER", 3, "SOLVER.STEPS", "(2,)", "SOLVER.IMS_PER_BATCH", 2, "DATASETS.TRAIN", ds,
             "DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", 1000]
     cfg = ROOT / "configs/fsnet/tiny.yaml"
@@ -60,9 +52,9 @@ def test_three_stages_and_eval(shared_data, tmp_path, single_thread):
     s1 = torch.load(out1 / "model_final.pth", weights_only=False)["model"]
     transfer = ["MODEL.FSNET.TRANSFER.APPEARANCE_WEIGHTS", out1 / "model_final.pth",
                 "MODEL.FSNET.TRANSFER.MOTION_WEIGHTS", out2 / "prefixed.pth"]
-    from focus.engine.trainer import FOCUSTrainer, setup_cfg
+    from focus.engine.trainer import Trainer, setup_cfg
 
-    s3 = FOCUSTrainer.build_model(setup_cfg(str(cfg), [str(o) for o in transfer])).state_dict()
+    s3 = Trainer.build_model(setup_cfg(str(cfg), [str(o) for o in transfer])).state_dict()
     assert torch.equal(s3["resnet.layer1_flow.0.conv1.weight"], s2["resnet.layer1_flow.0.conv1.weight"])
     assert torch.equal(s3["resnet.layer1_flow.0.bn1.running_mean"], s1["resnet.layer1_flow.0.bn1.running_mean"])
     assert torch.equal(s3["resnet.layer1_rgb.0.conv1.weight"], s1["resnet.layer1_rgb.0.conv1.weight"])
@@ -77,9 +69,9 @@ def test_three_stages_and_eval(shared_data, tmp_path, single_thread):
 
 def test_train_step_per_stage(single_thread):
     """One official step per stage: the multi-scale cycle (256/352/448 at S=352; here 96/128/160) and both losses."""
-    from focus.engine.trainer import FOCUSTrainer, setup_cfg
+    from focus.engine.trainer import Trainer, setup_cfg
 
-    model = FOCUSTrainer.build_model(setup_cfg(str(ROOT / "configs/fsnet/tiny.yaml"))).train()
+    model = Trainer.build_model(setup_cfg(str(ROOT / "configs/fsnet/tiny.yaml"))).train()
     g = torch.Generator().manual_seed(0)
     sizes = []
     orig = model.network
