@@ -153,12 +153,29 @@ def synthetic_train_batch(cfg, size, seed=0):
         return [build_mapper(cfg, is_train=True)(record)]
 
 
-def make_inference_step(model, cfg, size):
-    """Closure running one prepared-model forward on a size x size image through the member's test mapper."""
+def make_inference_step(model, cfg, size, with_mapper=False):
+    """Closure running one prepared-model forward on a size x size image through the member's test mapper.
+
+    `with_mapper`: the mapper runs inside each timed step, on two images in turn (a video's consecutive frames),
+    so a temporal member's mapper estimates its flow from the previous frame on the fly, as the demo does.
+    """
     from focus.data.mappers import build_mapper
 
-    batch = [build_mapper(cfg, is_train=False).map_image(synthetic_image(size))]
+    mapper = build_mapper(cfg, is_train=False)
     device = cfg.MODEL.DEVICE
+    if with_mapper:
+        frames = [synthetic_image(size, 0), np.roll(synthetic_image(size, 0), size // 64, axis=1)]
+        mapper.map_image(frames[1])  # the stream's previous frame (and any lazily built estimator)
+        count = [0]
+
+        def step():
+            count[0] += 1
+            out = model([mapper.map_image(frames[count[0] % 2])])
+            _sync(device)
+            return out
+
+        return step
+    batch = [mapper.map_image(synthetic_image(size))]
 
     def step():
         out = model(batch)
@@ -364,7 +381,8 @@ def run_benchmark(args):
     result = {
         "config_file": args.config_file, "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "opts": list(args.opts),
         "size": args.size, "dtype": args.dtype, "cast": args.cast, "threads": args.threads,
-        "train": bool(args.train), "device": device, "runs": args.runs, "malloc": args.malloc,
+        "train": bool(args.train), "with_mapper": bool(args.with_mapper), "device": device, "runs": args.runs,
+        "malloc": args.malloc,
         "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "ms_deform_attn_backend": "pytorch" if backend is None else backend.__name__,
     }
@@ -385,7 +403,7 @@ def run_benchmark(args):
     if args.train:
         ours = make_train_step(model, cfg, args.size, None if args.dtype == "fp32" else DTYPES[args.dtype])
     else:
-        ours = make_inference_step(model, cfg, args.size)
+        ours = make_inference_step(model, cfg, args.size, args.with_mapper)
     calib_model, calib_x = build_calibration(device)
 
     def calibration():
@@ -442,6 +460,8 @@ def build_parser():
     p.add_argument("--runs", type=int, default=5, help="timed (ours, calibration) pairs")
     p.add_argument("--warmup", type=int, default=1, help="untimed pairs first")
     p.add_argument("--train", action="store_true", help="time a training step (batch 1, synthetic GT)")
+    p.add_argument("--with-mapper", action="store_true",
+                   help="time the test mapper too, on two alternating frames (a temporal member's flow on the fly)")
     p.add_argument("--device", default=None, help="overrides MODEL.DEVICE")
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--real-images", type=int, default=20, help="real images for the reduced-precision agreement")
