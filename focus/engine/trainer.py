@@ -1,6 +1,7 @@
-"""Training and evaluation engine: a detectron2 `DefaultTrainer` with the official FOCUS recipe.
+"""Training and evaluation engine for every member: a detectron2 `DefaultTrainer` driven by the config.
 
-What it adds to `DefaultTrainer` (spec §10):
+What it adds to `DefaultTrainer` (the official FOCUS recipe by default, spec §10; members choose theirs by config):
+* the member's mappers by name (`INPUT.DATASET_MAPPER_NAME`, `INPUT.TEST_MAPPER_NAME`);
 * AdamW with one parameter group per tensor: lr x `SOLVER.BACKBONE_MULTIPLIER` under `backbone`, no weight
   decay for normalisation and `nn.Embedding` parameters, frozen parameters (CLIP) excluded;
 * full-model gradient clipping (`SOLVER.CLIP_GRADIENTS.CLIP_TYPE: full_model`);

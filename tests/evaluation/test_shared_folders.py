@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.structures import Instances
 
 from focus.data import ensure_registered
 from focus.evaluation import FocusEvaluator
@@ -24,9 +23,8 @@ def _evaluate(name, dicts, tmp_path):
     ev.reset()
     for d in dicts:
         fg = gaussian_prior(d["height"], d["width"])
-        inst = Instances((d["height"], d["width"]))
-        inst.pred_masks = torch.from_numpy((fg > 0.5).astype(np.int32))
-        ev.process([d], [{"foreground": torch.from_numpy(fg), "instances": inst}])
+        mask = torch.from_numpy((fg > 0.5).astype(np.int32))
+        ev.process([d], [{"foreground": torch.from_numpy(fg), "mask": mask}])
     return ev.evaluate()[name]
 
 
