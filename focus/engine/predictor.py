@@ -1,12 +1,13 @@
 """Single-image inference and the output writers used by `tools/demo.py`.
 
 `FOCUSPredictor` is the `focus` counterpart of detectron2's `DefaultPredictor` (which the official demo uses,
-spec §12), with three deliberate differences:
+docs/focus.md#demo), with three deliberate differences:
 
 * it takes an **RGB** uint8 image (the official predictor takes BGR and flips it because `INPUT.FORMAT` is RGB);
-* it never builds the CLIP tower (training-only, spec §6.6): `MODEL.CLIP_REFINER.ENABLED` is forced off;
-* its binary result is the evaluator's mask, `instances.pred_masks` (the official merge rule, spec §1.2 step 10),
-  not the `sem_seg` argmax that the official demo draws (spec §13 item 3); the soft map is the model's
+* it never builds the CLIP tower (training-only, docs/focus.md#clip-training-only): `MODEL.CLIP_REFINER.ENABLED` is
+  forced off;
+* its binary result is the evaluator's mask, `instances.pred_masks` (the official merge rule, docs/focus.md#inference
+  step 10), not the `sem_seg` argmax that the official demo draws (docs/focus.md#q3); the soft map is the model's
   `foreground` probability.
 
 The writers save 8-bit PNGs atomically (temporary file in the destination folder + `os.replace`), so an
@@ -46,8 +47,8 @@ class FOCUSPredictor:
     """Run a FOCUS model on one RGB image (or a list) the way the evaluation pipeline does.
 
     The image is resized exactly as the evaluation's `FocusTestMapper` does (`ResizeShortestEdge(MIN_SIZE_TEST,
-    MAX_SIZE_TEST)`, PIL bilinear on uint8, sides rounded with `int(x + 0.5)`, spec §1.2 step 1) and fed as a
-    uint8 (3, h', w') tensor with the original `height`/`width`; the model resizes its prediction back to them.
+    MAX_SIZE_TEST)`, PIL bilinear on uint8, sides rounded with `int(x + 0.5)`, docs/focus.md#inference step 1) and fed
+    as a uint8 (3, h', w') tensor with the original `height`/`width`; the model resizes its prediction back to them.
 
     Args:
         cfg: a detectron2 config with the `focus` keys (`add_focus_config`). It is cloned; on the clone CLIP is
@@ -56,7 +57,7 @@ class FOCUSPredictor:
     """
 
     def __init__(self, cfg):
-        self.cfg = clone_for_eval(cfg)  # CLIP is training-only and never built here (spec §6.6)
+        self.cfg = clone_for_eval(cfg)  # CLIP is training-only and never built here (docs/focus.md#clip-training-only)
         self.model = build_model(self.cfg)
         self.model.eval()
         weights = self.cfg.MODEL.WEIGHTS
@@ -67,7 +68,7 @@ class FOCUSPredictor:
         self.resize = FocusTestMapper(self.cfg).resize  # the evaluation pipeline's ResizeShortestEdge
 
     def resized_shape(self, height: int, width: int) -> Tuple[int, int]:
-        """(h', w') the model sees for an original image of size (height, width) (spec §1.2 step 1)."""
+        """(h', w') the model sees for an original image of size (height, width) (docs/focus.md#inference step 1)."""
         return self.resize.get_output_shape(
             height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
         )
@@ -114,7 +115,8 @@ class FOCUSPredictor:
 
         Returns:
             dict with
-              * "mask": (H, W) uint8 0/1, the evaluator's binary mask (`instances.pred_masks`, spec §1.2 step 10);
+              * "mask": (H, W) uint8 0/1, the evaluator's binary mask (`instances.pred_masks`, docs/focus.md#inference
+                step 10);
               * "soft": (H, W) float32 in [0, 1], the soft foreground probability (`foreground`);
               * the model's raw outputs: "sem_seg" (2, H, W) (channel 0 = foreground), "instances",
                 "foreground" (H, W).

@@ -1,6 +1,6 @@
 """Training and evaluation engine: a detectron2 `DefaultTrainer` with the official FOCUS recipe.
 
-What it adds to `DefaultTrainer` (spec §10):
+What it adds to `DefaultTrainer` (docs/focus.md#recipe):
 * AdamW with one parameter group per tensor: lr x `SOLVER.BACKBONE_MULTIPLIER` under `backbone`, no weight
   decay for normalisation and `nn.Embedding` parameters, frozen parameters (CLIP) excluded;
 * full-model gradient clipping (`SOLVER.CLIP_GRADIENTS.CLIP_TYPE: full_model`);
@@ -161,8 +161,8 @@ _NORM_TYPES = (
 
 
 def build_optimizer(cfg, model):
-    """The official optimizer (spec §10): one group per parameter, backbone lr multiplier, no weight decay on
-    normalisation and embedding parameters, full-model gradient clipping inside `step`."""
+    """The official optimizer (docs/focus.md#recipe): one group per parameter, backbone lr multiplier, no weight decay
+    on normalisation and embedding parameters, full-model gradient clipping inside `step`."""
     from detectron2.layers import FrozenBatchNorm2d
 
     norm_types = _NORM_TYPES + (FrozenBatchNorm2d,)
@@ -355,7 +355,7 @@ def clone_for_eval(cfg):
 def setup_cfg(config_file, opts=(), eval_only=False):
     """Build a frozen config: detectron2 defaults + `add_focus_config` + file + overrides.
 
-    For `--eval-only` the CLIP branch is not built (it is training-only, spec §6.6).
+    For `--eval-only` the CLIP branch is not built (it is training-only, docs/focus.md#clip-training-only).
     """
     from detectron2.config import get_cfg
 

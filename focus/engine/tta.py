@@ -1,11 +1,11 @@
 """Test-time augmentation that returns everything the FOCUS evaluator needs.
 
 The official TTA (Mask2Former's `SemanticSegmentorWithTTA`) returns only `sem_seg`, so it cannot run with the
-official evaluator, which reads `instances` (spec §13 item 20). Here every augmented copy (shortest side in
+official evaluator, which reads `instances` (docs/focus.md#q20). Here every augmented copy (shortest side in
 `TEST.AUG.MIN_SIZES`, capped at `TEST.AUG.MAX_SIZE`, optionally flipped) is run, `sem_seg` is averaged at the
 original size, and `foreground` and `instances.pred_masks` are derived from the average: the soft map is
 `sem_seg[0] / (sem_seg[0] + sem_seg[1])` and the binary mask is `foreground > 0.5` (the per-query merge rule
-of spec §1.2 step 10 has no meaning for an average over queries of different runs).
+of docs/focus.md#inference step 10 has no meaning for an average over queries of different runs).
 """
 import torch
 import torch.nn.functional as F

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @META_ARCH_REGISTRY.register()
 class RecordingFOCUSStub(nn.Module):
     """Stands in for FOCUS where only the predictor's plumbing is tested: records its inputs and returns the
-    FOCUS output contract (spec §1.2 step 11 + `foreground`) computed from the image brightness."""
+    FOCUS output contract (docs/focus.md#inference step 11 + `foreground`) computed from the image brightness."""
 
     def __init__(self, cfg):
         super().__init__()

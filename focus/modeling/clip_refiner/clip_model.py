@@ -1,4 +1,4 @@
-"""The frozen CLIP tower of the FOCUS CLIP refiner, built offline with open_clip (spec §6.1).
+"""The frozen CLIP tower of the FOCUS CLIP refiner, built offline with open_clip (docs/focus.md#clip-model).
 
 The official code loads OpenAI's CLIP as modified by OVSeg: a `visual.mask_embedding` `(depth, grid², width)`
 and a mask-prompted visual forward. Here the same network is an open_clip `CLIP` of the OpenAI
@@ -58,7 +58,7 @@ def build_clip_model(name="ViT-B/16", mask_prompt_depth=3, weights=""):
         mask_prompt_depth: number of mask-prompt embeddings (input + the first `depth − 1` blocks).
         weights: "" for random weights, else a local OpenAI or open_clip state dict (or OpenAI JIT archive).
     Returns:
-        open_clip `CLIP` with `visual.mask_embedding` `(depth, grid², width)` ~ N(0, 0.02) (spec §6.1:
+        open_clip `CLIP` with `visual.mask_embedding` `(depth, grid², width)` ~ N(0, 0.02) (docs/focus.md#clip-model:
         FOCUS's MAE-style init; pretrained checkpoints have no such key) and `visual.mask_pool`.
     """
     import open_clip
@@ -120,7 +120,7 @@ def load_clip_weights(model, path):
 
 
 def encode_image_with_mask_prompt(visual, images, masks=None):
-    """Mask-prompted CLIP image encoder (OVSeg, spec §6.1).
+    """Mask-prompted CLIP image encoder (OVSeg, docs/focus.md#clip-model).
 
     Patches whose mask prompt is 0 have their tokens replaced by `mask_embedding[0]` before the class
     token / positional embedding, and by `mask_embedding[d]` after block `d` for `d < depth`. The mask

@@ -1,4 +1,4 @@
-"""The FOCUS meta-architecture (spec §1): backbone -> FOCUSHead -> post-processing / losses."""
+"""The FOCUS meta-architecture (docs/focus.md#overview): backbone -> FOCUSHead -> post-processing / losses."""
 import contextlib
 
 import torch
@@ -23,7 +23,7 @@ LOSS_NAMES = ("masks", "labels", "clip", "boxes")
 
 
 def build_weight_dict(mask_former_cfg):
-    """Loss weights from `MODEL.MASK_FORMER` (spec §7.3): the six active terms, plus `_{i}` copies for the
+    """Loss weights from `MODEL.MASK_FORMER` (docs/focus.md#losses): the six active terms, plus `_{i}` copies for the
     `DEC_LAYERS - 1` auxiliary predictions when `DEEP_SUPERVISION`. Losses whose key is absent are dropped."""
     mf = mask_former_cfg
     weight_dict = {
@@ -46,7 +46,7 @@ def semantic_inference(mask_cls, mask_pred):
     """`sem_seg[c] = sum_q softmax(mask_cls)[q, c] * sigmoid(mask_pred[q])` without the no-object column.
 
     `mask_cls` `(Q, K+1)` logits, `mask_pred` `(Q, H, W)` logits -> `(K, H, W)`; channel 0 = foreground
-    (spec §1.2 step 9). The channels are not normalised against each other.
+    (docs/focus.md#inference step 9). The channels are not normalised against each other.
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
     return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
@@ -58,13 +58,14 @@ def foreground_probability(sem_seg):
     Consistent with the merge rule (`merge_masks`) when one query is foreground and the other background: with
     confident classes (`p[q_fg, 0] ~ p[q_bg, 1] ~ 1`) it reduces to `s_fg / (s_fg + s_bg)`, which is > 0.5 exactly
     where the rule's two-entry branch outputs `s_fg > s_bg`. It is the soft saliency map for the standard
-    SOD/COD metrics (the official evaluation uses the binary mask, spec §13 item 2).
+    SOD/COD metrics (the official evaluation uses the binary mask, docs/focus.md#q2).
     """
     return sem_seg[0] / (sem_seg[0] + sem_seg[1]).clamp_min(1e-6)
 
 
 def merge_masks(mask_cls, mask_pred, topk=4):
-    """The official binary mask (`FOCUS.instance_inference` + `_merge_mask`, spec §1.2 step 10, §13 item 3).
+    """The official binary mask (`FOCUS.instance_inference` + `_merge_mask`, docs/focus.md#inference step 10,
+    docs/focus.md#q3).
 
     Args:
         mask_cls: `(Q, K+1)` class logits (K = 2: 0 = foreground, 1 = background, K = no-object).
@@ -114,7 +115,8 @@ def merge_masks(mask_cls, mask_pred, topk=4):
 
 @META_ARCH_REGISTRY.register()
 class FOCUS(nn.Module):
-    """FOCUS foreground segmentation model (detectron2 meta-architecture, spec §1.2-1.3).
+    """FOCUS foreground segmentation model (detectron2 meta-architecture, docs/focus.md#inference,
+    docs/focus.md#training).
 
     Input: a list of dicts with `image` (`(3, h, w)` RGB, 0..255, already resized), optional `height`, `width`
     (output size, default `(h, w)`) and, in training, `instances` (`gt_masks (K, h, w)` bool, `gt_boxes` XYXY
@@ -148,21 +150,21 @@ class FOCUS(nn.Module):
         """
         Args:
             backbone: returns `{"res2".."res5"}` for a `(B, 3, H, W)` tensor; `size_divisibility` is used for padding
-                (spec §1.2 step 3: `MODEL.MASK_FORMER.SIZE_DIVISIBILITY` is ignored).
+                (docs/focus.md#inference step 3: `MODEL.MASK_FORMER.SIZE_DIVISIBILITY` is ignored).
             sem_seg_head: `FOCUSHead`.
             criterion: `SetCriterion` (owns the loss weights in `weight_dict`).
             pixel_mean, pixel_std: per-channel normalisation (0..255 scale).
             size_divisibility: pad to a multiple of this (<= 0: use the backbone's).
             semantic_on, instance_on: which outputs to produce.
             sem_seg_postprocess_before_inference: crop and resize mask logits before inference (forced by
-                `instance_on`, spec §1.2 step 8).
+                `instance_on`, docs/focus.md#inference step 8).
             test_topk_per_image: entries of the merge rule (4 = all).
             inference_dtype: "fp32", "bf16" or "fp16": reduced-precision inference in eval (outputs are float32).
             inference_cast: how a reduced `inference_dtype` is applied. "autocast": the weights that autocast
                 rounds anyway (linear, convolution, attention in-projection) are stored in the dtype and the
                 forward runs under `torch.autocast`, so norms, residuals and the pixel decoder (autocast off,
-                spec §4) stay fp32: the outputs are those of the fp32 model under autocast, bit for bit. "full":
-                every weight and activation in the dtype, faster and further from fp32.
+                docs/focus.md#pixel-decoder) stay fp32: the outputs are those of the fp32 model under autocast, bit for
+                bit. "full": every weight and activation in the dtype, faster and further from fp32.
             inference_pack: in eval on CPU, run the `nn.Linear` layers through oneDNN with weights packed once
                 (`focus.modeling.packing`): 25-35 % faster matrix products than `F.linear` here, same values up to
                 the summation order; unpacked again before training, loading, casting or moving the model.
@@ -221,7 +223,7 @@ class FOCUS(nn.Module):
             "criterion": criterion,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            # spec §1.2 step 3: the backbone's size_divisibility (32), not MASK_FORMER.SIZE_DIVISIBILITY
+            # docs/focus.md#inference step 3: the backbone's size_divisibility (32), not MASK_FORMER.SIZE_DIVISIBILITY
             "size_divisibility": backbone.size_divisibility,
             "semantic_on": mf.TEST.SEMANTIC_ON,
             "instance_on": mf.TEST.INSTANCE_ON,
@@ -269,7 +271,7 @@ class FOCUS(nn.Module):
 
     def prepare_targets(self, targets, images):
         """Per image `{"labels", "masks" (K, H_pad, W_pad) zero-padded, "boxes" (K, 4) normalised cxcywh}`
-        from detectron2 `Instances` (spec §7.1)."""
+        from detectron2 `Instances` (docs/focus.md#targets)."""
         h_pad, w_pad = images.tensor.shape[-2:]
         scale = torch.as_tensor([w_pad, h_pad, w_pad, h_pad], dtype=torch.float, device=self.device)
         new_targets = []
@@ -296,7 +298,7 @@ class FOCUS(nn.Module):
             self.backbone.to(dtype)
             self.sem_seg_head.to(dtype)
         else:
-            # the pixel decoder runs with autocast disabled (spec §4), so all of it stays fp32
+            # the pixel decoder runs with autocast disabled (docs/focus.md#pixel-decoder), so all of it stays fp32
             for module in (self.backbone, self.sem_seg_head.predictor):
                 store_parameters_in(module, autocast_parameter_names(module), dtype, others=torch.float32)
             self.sem_seg_head.pixel_decoder.float()
@@ -333,7 +335,7 @@ class FOCUS(nn.Module):
             features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay
             outputs = self.sem_seg_head(features, images.tensor)
         mask_cls_results = outputs["pred_logits"].float()
-        # spec §1.2 step 7: first resize to the padded input size
+        # docs/focus.md#inference step 7: first resize to the padded input size
         mask_pred_results = F.interpolate(
             outputs["pred_masks"].float(), size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -347,7 +349,7 @@ class FOCUS(nn.Module):
             width = input_per_image.get("width", image_size[1])
             result = {}
             if self.sem_seg_postprocess_before_inference:
-                # spec §1.2 step 8: crop the padding, then a second bilinear resize to (height, width)
+                # docs/focus.md#inference step 8: crop the padding, then a second bilinear resize to (height, width)
                 mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
             if self.semantic_on:
                 sem_seg = semantic_inference(mask_cls, mask_pred)

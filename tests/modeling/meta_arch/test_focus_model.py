@@ -131,7 +131,8 @@ def test_reduced_precision_inference(cast, tiny_model):
         assert head.predictor.class_embed.weight.dtype == bf16 and model.backbone.blocks[0].attn.qkv.weight.dtype == bf16
         assert model.backbone.blocks[0].norm1.weight.dtype == torch.float32
         assert model.backbone.pos_embed.dtype == torch.float32
-        assert {p.dtype for p in head.pixel_decoder.parameters()} == {torch.float32}  # autocast off there, spec §4
+        # autocast is off in the pixel decoder (docs/focus.md#pixel-decoder)
+        assert {p.dtype for p in head.pixel_decoder.parameters()} == {torch.float32}
     assert out["sem_seg"].dtype == torch.float32
     assert (out["sem_seg"] - ref["sem_seg"]).abs().max() < 0.1
 
@@ -165,7 +166,7 @@ def test_bad_inference_cast():
 @pytest.mark.slow
 def test_training_with_clip_refiner():
     """Full training step with the CLIP tower (random ViT-B/16): loss_clip at every prediction, gradients reach the
-    projection heads, CLIP stays frozen (spec §6.6)."""
+    projection heads, CLIP stays frozen (docs/focus.md#clip-training-only)."""
     torch.manual_seed(0)
     cfg = tiny_cfg(**{"MODEL.CLIP_REFINER.ENABLED": True, "MODEL.MASK_FORMER.DEC_LAYERS": 2})
     cfg.MODEL.CLIP_REFINER.PROMPTS = ["foreground.", "background."]
