@@ -194,7 +194,8 @@ def _add_focus_extras(cfg):
     # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, norms, residuals and the pixel
     # decoder fp32: the fp32 model's numerics under autocast) or "full" (every weight and activation in the dtype)
     cfg.MODEL.FOCUS.INFERENCE_CAST = "autocast"
-    # eval on CPU without grad: nn.Linear weights packed once for oneDNN (25-35 % faster matmuls than F.linear)
+    # eval on CPU without grad: nn.Linear weights packed once for oneDNN (faster matmuls than F.linear;
+    # docs/speed_memory.md#packing)
     cfg.MODEL.FOCUS.INFERENCE_PACK = True
 
 

@@ -116,8 +116,9 @@ class AutocastTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        # no weight-cast cache: it would hold a low-precision copy of every weight until the forward ends (0.7 GB
-        # for FOCUS-L) while most weights are used once per forward (the frozen CLIP tower is stored in the AMP dtype)
+        # no weight-cast cache: it would hold a low-precision copy of every weight until the forward ends, while
+        # most weights are used once per forward (the frozen CLIP tower is stored in the AMP dtype);
+        # docs/speed_memory.md#training
         with torch.autocast(device_type=self.device_type, dtype=self.dtype, cache_enabled=False):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
@@ -297,7 +298,7 @@ class FOCUSTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        # imported here: the metrics' dependencies (pysodmetrics, scikit-image, ~50 MB) are for evaluation only
+        # imported here: the metrics' dependencies (pysodmetrics, scikit-image) are for evaluation only
         from ..evaluation import build_evaluator
 
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)

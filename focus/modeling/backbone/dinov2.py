@@ -47,7 +47,7 @@ def add_upsample_2x2_(out, tokens, up, h, w, rows=None):
 
     The transposed convolution is one GEMM and a pixel shuffle, with the same sums (each output pixel has exactly
     one input pixel and one kernel tap); on CPU the GEMM runs at matmul speed, whereas oneDNN's deconvolution of the
-    channels-last token view took about twice as long plus a 64 MB layout copy at 512 px. The shuffle is a strided
+    channels-last token view is slower and needs a layout copy (docs/speed_memory.md#kernels). The shuffle is a strided
     view added straight into `out`, so the upsampled map is never materialised; with `rows`, the GEMM runs on
     `rows` grid rows at a time, which bounds its output to `rows / h` of the map: a row's sums do not depend on
     the other rows (bit-identical at the FOCUS-L shapes here; BLAS may pick another kernel for a few rows).
@@ -297,7 +297,7 @@ class D2DINOV2(Backbone):
         edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb).to(dtype)
         x = x.to(dtype)
         if self.with_cp and self.training and torch.is_grad_enabled():
-            # ~0.3 GB of ResNet activations at 512 px recomputed in the backward; the recomputation must not
+            # the ResNet's activations are recomputed in the backward; the recomputation must not
             # update the BatchNorm running statistics a second time
             c1, c2, c3, c4 = checkpoint(self.edge, edge_in, use_reentrant=False,
                                         context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self.edge)))
@@ -314,7 +314,8 @@ class D2DINOV2(Backbone):
         outs = []
         for layer, (s, e) in zip(self.interactions, self.interaction_indexes):
             x, c, cls = layer(x, c, cls, self.blocks[s : e + 1], deform1, deform2, hc, wc)
-            # NCHW copy (5 MB): bilinear upsampling of the channels-last token view is ~12x slower on CPU
+            # NCHW copy: bilinear upsampling of the channels-last token view is much slower on CPU
+            # (docs/speed_memory.md#kernels)
             outs.append(x.transpose(1, 2).contiguous().view(b, self.embed_dim, ht, wt))
 
         # output pyramid (docs/focus.md#pyramid)

@@ -7,7 +7,7 @@ architecture (QuickGELU) whose state-dict keys are OpenAI's; the mask embedding 
 local OpenAI / open_clip state dict is given; nothing is ever downloaded.
 
 open_clip (which imports timm) is imported by the functions that build a CLIP model, not at module import: it
-costs about 60 MB of RSS and a second of start-up that inference, which never reads CLIP, should not pay.
+costs memory and start-up time that inference, which never reads CLIP, should not pay (docs/speed_memory.md#memory).
 """
 
 import logging
@@ -156,8 +156,8 @@ def residual_block_seq_first(block, x):
 
     The same function as `block(x.transpose(0, 1)).transpose(0, 1)`. open_clip's attention is batch-first, and
     `nn.MultiheadAttention` then transposes its input internally; when that input requires grad, the
-    non-contiguous in-projection becomes a batched matmul that copies the weight once per token (about 70 s
-    per FOCUS-L training step on a CPU, 10 CLIP passes). In sequence-first layout every projection is one GEMM.
+    non-contiguous in-projection becomes a batched matmul that copies the weight once per token (most of a CPU
+    training step; docs/speed_memory.md#training). In sequence-first layout every projection is one GEMM.
     """
     attn = block.attn
     y = block.ln_1(x)

@@ -121,10 +121,10 @@ class FOCUSCLIPRefiner(nn.Module):
         """Store the frozen CLIP matrices in `dtype` (bf16/fp16) for training under `torch.autocast(dtype)`.
 
         Autocast rounds the weights of linear layers, convolutions and matmuls to `dtype` on every use, so keeping
-        them in `dtype` gives bit-identical results and saves their fp32 copies (0.3 GB for ViT-B/16) in every
-        training step. Only parameters that autocast consumes in `dtype` are converted: `nn.Linear`/`nn.Conv2d`
-        weights and biases, attention in-projections, `visual.proj`, `text_projection`; LayerNorms, embeddings
-        and the trainable `visual.mask_embedding` stay fp32. The text features of `self.prompts` are computed
+        them in `dtype` gives bit-identical results and saves their fp32 copies in every training step. Only
+        parameters that autocast consumes in `dtype` are converted: `nn.Linear`/`nn.Conv2d` weights and biases,
+        attention in-projections, `visual.proj`, `text_projection`; LayerNorms, embeddings and the trainable
+        `visual.mask_embedding` stay fp32. The text features of `self.prompts` are computed
         first (in fp32, as always) and cached. `state_dict()` still returns fp32 tensors for these keys.
         """
         self.get_text_features(self.prompts)
@@ -164,7 +164,7 @@ class FOCUSCLIPRefiner(nn.Module):
         masks = region_masks if self.mask_prompt_fwd else None
         if torch.is_grad_enabled() and regions.requires_grad:
             # the tower is frozen but gradients flow through it to the masks: recompute its activations in the
-            # backward instead of keeping them for all 10 predictions (~3 GB of a FOCUS-L training step)
+            # backward instead of keeping them for all 10 predictions (docs/speed_memory.md#training)
             features = checkpoint(encode_image_with_mask_prompt, self.clip_model.visual, regions, masks,
                                   use_reentrant=False)
         else:

@@ -166,8 +166,9 @@ class FOCUS(nn.Module):
                 docs/focus.md#pixel-decoder) stay fp32: the outputs are those of the fp32 model under autocast, bit for
                 bit. "full": every weight and activation in the dtype, faster and further from fp32.
             inference_pack: in eval on CPU, run the `nn.Linear` layers through oneDNN with weights packed once
-                (`focus.modeling.packing`): 25-35 % faster matrix products than `F.linear` here, same values up to
-                the summation order; unpacked again before training, loading, casting or moving the model.
+                (`focus.modeling.packing`): faster matrix products than `F.linear` (docs/speed_memory.md#packing),
+                same values up to the summation order; unpacked again before training, loading, casting or moving the
+                model.
         """
         super().__init__()
         if inference_dtype not in _INFERENCE_DTYPES:

@@ -53,7 +53,7 @@ class MSDeformAttnTransformerEncoder(nn.Module):
     """A stack of `num_layers` copies of `encoder_layer` (attribute `layers`).
 
     With `with_cp`, each layer's activations are recomputed in the backward instead of stored (the RNG state is
-    replayed, so values and gradients are those of the plain forward); about 60 MB per layer at 512x512.
+    replayed, so values and gradients are those of the plain forward); docs/speed_memory.md#training.
     """
 
     def __init__(self, encoder_layer, num_layers, with_cp=False):
