@@ -1,4 +1,4 @@
-"""`D2DINOV2` against the official golden case (golden_dev/README.md) and the official state-dict layout."""
+"""`D2DINOV2` against the official golden case (docs/focus.md#golden) and the official state-dict layout."""
 import json
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from detectron2.modeling import build_backbone
 from focus import add_focus_config
 
 ROOT = Path(__file__).resolve().parents[3]
-# golden_dev/README.md: overrides of the official large COD config
+# the golden case: overrides of the official large COD config (docs/focus.md#golden)
 GOLDEN_OPTS = [
     "MODEL.DINOV2.EMBED_DIM", "192", "MODEL.DINOV2.NUM_HEADS", "3", "MODEL.DINOV2.DEPTH", "4",
     "MODEL.DINOV2.DEFORM_NUM_HEADS", "3", "MODEL.DINOV2.INTERACTION_INDEXES", "[[0,0],[1,1],[2,2],[3,3]]",
@@ -50,7 +50,7 @@ def golden(shared_reference):
 
 
 def _golden_input(path, cfg):
-    """README: float32 RGB 0..255 (3, h, w); then the meta-arch normalises and zero-pads to /32
+    """Golden input: float32 RGB 0..255 (3, h, w); then the meta-arch normalises and zero-pads to /32
     (docs/focus.md#inference)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     x = torch.from_numpy(img).permute(2, 0, 1).float()
