@@ -1,4 +1,4 @@
-"""Process-wide CPU runtime settings for the FOCUS tools: the glibc malloc policy.
+"""Process-wide CPU runtime settings for the command-line tools: the glibc malloc policy.
 
 Why: a FOCUS-L forward at 512x512 allocates a large amount of short-lived activations in blocks of several MB
 (the adapter's prior tokens, the stride-4 output pyramid). glibc serves blocks above its mmap threshold (dynamic,
@@ -16,7 +16,7 @@ peak, paid for with page faults. Measured trade-offs of both policies: docs/spee
 The setting is process-wide and irreversible, so the library never applies it on its own: the command-line tools
 do (`--malloc`: `"keep"` for inference, `"release"` for training), and user code may call `configure_malloc`.
 """
-from ..libc import glibc
+from focus.libc import glibc
 
 __all__ = ["MALLOC_POLICIES", "configure_malloc", "default_malloc_policy"]
 
