@@ -38,7 +38,7 @@ def main(argv=None):
     label = args.name or Path(args.gt).resolve().parent.name or args.gt
     title = f"{args.protocol} protocol, {res['num_images']} images"
     if args.protocol == "focus":
-        title += "  [official names; BER = 0.75 x true BER in %, spec §13 item 1]"
+        title += "  [official names; BER = 0.75 x true BER in %, docs/focus.md#q1]"
     print(format_table([(label, res["metrics"])], res["metric_names"], title=title))
     if res["resized"]:
         print(f"{len(res['resized'])} prediction(s) resized to the GT size: {res['resized'][:10]}")

@@ -1,7 +1,7 @@
 """`FocusEvaluator`: the one detectron2 `DatasetEvaluator` for every task, two protocols, resumable.
 
-Replaces the official `UNIFIEDEvaluator` (spec §9.1): no COCO JSON; the GT is the mask file of each dataset
-dict (binarised ``> 128``), read when the image is processed. Protocols (see `focus.evaluation.metrics`):
+Replaces the official `UNIFIEDEvaluator` (docs/evaluation.md#focus-evaluator): no COCO JSON; the GT is the mask file of
+each dataset dict (binarised ``> 128``), read when the image is processed. Protocols (see `focus.evaluation.metrics`):
 
 * ``"standard"``: py_sod_metrics on ``outputs[i]["foreground"]`` (soft ``(H, W)`` map in [0, 1], quantised
   to 8 bits with ``round(p·255)``, i.e. exactly what saving it as a PNG and running
@@ -197,7 +197,7 @@ class FocusEvaluator(DatasetEvaluator):
             names = list(standard_metric_names(self.task) if p == "standard" else FOCUS_METRICS)
             title = f"{self.dataset_name}: {p} protocol ({len(records[p])} images)"
             if p == "focus":
-                title += "  [official names; BER = 0.75 x true BER in %, spec §13 item 1]"
+                title += "  [official names; BER = 0.75 x true BER in %, docs/focus.md#q1]"
             print(format_table([(self.dataset_name, res["metrics"])], names, title=title), flush=True)
             prefix = "focus/" if self.protocol == "both" and p == "focus" else ""
             for n in names:

@@ -25,7 +25,7 @@ def score_pair(pred, gt, protocol="standard", task=None, dataset_name=None):
     if protocol == "standard":
         return standard_image_metrics(pred, gt, task)
     if protocol == "focus":
-        # the official evaluator skips BER/F1/AUC on PASCAL-S by dataset name (spec §9.1)
+        # the official evaluator skips BER/F1/AUC on PASCAL-S by dataset name (docs/evaluation.md#focus-evaluator)
         return focus_image_metrics(np.asarray(pred) > 128, gt, with_ber_f1_auc=dataset_name != "pascal")
     raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected 'standard' or 'focus'")
 
@@ -42,7 +42,7 @@ def result_dict(records, protocol, task=None, **extra):
     out = {"protocol": protocol, "task": task, "metrics": metrics, "num_images": len(records)}
     if protocol == "focus":
         out["official_names"] = list(FOCUS_METRICS)
-        out["flags"] = {"BER": "official convention: 0.75 x true BER, in percent (spec §13 item 1)"}
+        out["flags"] = {"BER": "official convention: 0.75 x true BER, in percent (docs/focus.md#q1)"}
     undefined = sorted(s for s, r in records.items() if any(isinstance(v, float) and math.isnan(v)
                                                              for k, v in r.items() if not k.endswith("_curve")))
     out["undefined_per_image"] = undefined

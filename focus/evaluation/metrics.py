@@ -12,16 +12,16 @@ with `py_sod_metrics` exactly as a direct user of that library would (``step(pre
   per image then averaged: ``BER`` (the true balanced error rate, as a fraction in [0, 1]), ``IoU``, ``Dice``
   for sd/dbd; ``F1`` for fd; and ``AUC`` for fd (ROC AUC of the soft map, sklearn).
 
-``focus``: the official protocol of spec §9 on *binary* masks, under the official names
+``focus``: the official protocol of docs/evaluation.md#focus on *binary* masks, under the official names
 ``MAE, SM, EM, WFM, BER, F1, AUC, FM`` (EM = mean E-measure over the 256 thresholds, FM = adaptive F-measure,
-BER = the official 0.75 × true BER in percent, spec §13 item 1; AUC from the binary prediction).
+BER = the official 0.75 × true BER in percent, docs/focus.md#q1; AUC from the binary prediction).
 
 Degenerate images (GT empty or full) never raise; the conventions are:
 
 * standard: pysodmetrics' own (S-measure special cases; wFm = 0 for an empty GT; zero denominators give 0,
   so BER of an empty GT is ``1 - 0.5·TNR``); AUC is undefined for a single-class GT: NaN for that image,
   left out of the mean (``nanmean``);
-* focus: the official code crashes there (spec §13 item 13). Here ``BER`` of an image whose GT lacks a class
+* focus: the official code crashes there (docs/focus.md#q13). Here ``BER`` of an image whose GT lacks a class
   is NaN and left out of the BER mean (its ``pos_err``/``neg_err`` is 0/0); ``AUC`` likewise; ``F1`` with an
   empty GT *and* an empty prediction is 1.0 (perfect agreement), otherwise the official formula.
 """
@@ -57,10 +57,11 @@ CONVENTIONS = {
         "AUC of the soft map; NaN (excluded from the mean) when the GT has a single class."
     ),
     "focus": (
-        "Official FOCUS protocol (spec §9) on binary masks: EM = mean E-measure over 256 thresholds, FM = adaptive "
-        "F-measure (beta^2 = 0.3), WFM beta^2 = 1. BER is the OFFICIAL value = 0.75 x true BER in percent "
-        "(spec §13 item 1); multiply by 4/3 for the true BER. Images whose GT is empty or full have no BER/AUC "
-        "(excluded from those means; the official code crashes there, spec §13 item 13); F1 of an empty GT with an "
+        "Official FOCUS protocol (docs/evaluation.md#focus) on binary masks: EM = mean E-measure over 256 "
+        "thresholds, FM = adaptive F-measure (beta^2 = 0.3), WFM beta^2 = 1. BER is the OFFICIAL value = 0.75 x true "
+        "BER in percent (docs/focus.md#q1); multiply by 4/3 for the true BER. Images whose GT is empty or full have "
+        "no BER/AUC "
+        "(excluded from those means; the official code crashes there, docs/focus.md#q13); F1 of an empty GT with an "
         "empty prediction is 1."
     ),
 }
@@ -136,7 +137,7 @@ def standard_image_metrics(pred, gt, task=None):
 
 
 def focus_image_metrics(pred, gt, with_ber_f1_auc=True):
-    """Official-protocol metrics of one image (spec §9.2).
+    """Official-protocol metrics of one image (docs/evaluation.md#focus-metrics).
 
     Args:
         pred: binary prediction ``(H, W)`` (bool or 0/1 integers; any non-zero value is foreground).
@@ -173,13 +174,13 @@ def focus_image_metrics(pred, gt, with_ber_f1_auc=True):
         pos_err = (1 - tp / (tp + fn)) * 100
         neg_err = (1 - tn / (tn + fp)) * 100
         ber = (pos_err + neg_err) / 2
-        # the evaluator averages the 4-tuple (pos_err, neg_err, BER, 0): 0.75 x BER (spec §13 item 1)
+        # the evaluator averages the 4-tuple (pos_err, neg_err, BER, 0): 0.75 x BER (docs/focus.md#q1)
         out["BER"] = float(np.mean([pos_err, neg_err, ber, 0]))
         out["AUC"] = float(roc_auc_score(gt.ravel(), pred.ravel().astype(np.float32)))
     else:
         out["BER"] = math.nan
         out["AUC"] = math.nan
-    if tp + fp + fn == 0:  # empty GT and empty prediction (the official branch crashes, spec §13 item 13)
+    if tp + fp + fn == 0:  # empty GT and empty prediction (the official branch crashes, docs/focus.md#q13)
         out["F1"] = 1.0
     else:
         out["F1"] = float(2 * tp / (2 * tp + fp + fn + 1e-6))
