@@ -73,11 +73,13 @@ def _soft_output(output):
 
 
 def video_frame_key(d):
-    """``(sequence, frame)`` of a video dataset dict: ``sequence`` (else the parent folder of ``file_name``) and
-    ``frame`` when it is a name (else the file stem)."""
+    """``(sequence, frame)`` of a video dataset dict: ``sequence`` (else the parent folder of ``file_name``, or
+    its grandparent for the ``<sequence>/frames/<frame>`` layout) and ``frame`` when it is a name (else the
+    file stem)."""
     seq = d.get("sequence")
     if seq is None:
-        seq = Path(d["file_name"]).parent.name
+        parent = Path(d["file_name"]).parent
+        seq = parent.parent.name if parent.name == "frames" else parent.name  # <sequence>/frames/<frame>
     frame = d.get("frame")
     if not isinstance(frame, str):
         frame = file_stem(d["file_name"])
