@@ -1,4 +1,4 @@
-"""Evaluation: one `FocusEvaluator` for every task and member; ``standard``, ``focus``, ``dis`` and ``vos`` protocols."""
+"""Evaluation: one `FocusEvaluator` for every task and member: ``standard``, ``focus``, ``dis``, ``vos`` protocols."""
 from .evaluator import FocusEvaluator, build_evaluator  # noqa: F401
 from .folder import format_table, score_folder, score_pair, score_video_folder  # noqa: F401
 from .metrics import (  # noqa: F401
