@@ -1,9 +1,9 @@
 """`FocusEvaluator`: the one detectron2 `DatasetEvaluator` for every task and member, resumable.
 
 Replaces the official `UNIFIEDEvaluator` (spec §9.1): no COCO JSON; the GT is the mask file of each dataset
-dict (binarised ``> 128``), read when the image is processed. It reads only the member-agnostic output keys
-``foreground`` (soft ``(H, W)`` map in [0, 1]) and ``mask`` (binary ``(H, W)``; models that still return
-``instances.pred_masks`` instead are read from there). Protocols (see `focus.evaluation.metrics`):
+dict (binarised ``> 128``), read when the image is processed. It reads only the member contract's output keys
+``foreground`` (soft ``(H, W)`` map in [0, 1]) and ``mask`` (the member's binary ``(H, W)`` mask), so it serves
+every member. Protocols (see `focus.evaluation.metrics`):
 
 * ``"standard"``: py_sod_metrics on ``foreground``, quantised to 8 bits with ``round(p·255)``, i.e. exactly
   what saving it as a PNG (the demo) and running `tools/evaluate_folder.py` gives;
@@ -42,14 +42,15 @@ from ..data.io import file_stem, read_mask
 from .folder import format_table, json_safe, protocol_metric_names, result_dict, score_pair, vos_result_dict
 from .metrics import VOS_METRICS, vos_frame_metrics
 
-__all__ = ["FocusEvaluator", "build_evaluator"]
+__all__ = ["FocusEvaluator", "build_evaluator", "safe_name"]
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("standard", "focus", "both", "dis", "vos")
 
 
-def _safe(name):
+def safe_name(name):
+    """A file-name-safe form of a dataset name (`folder:` names hold whole paths): at most 120 characters."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-120:]
 
 
@@ -59,12 +60,8 @@ def _to_numpy(x):
 
 
 def _binary_output(output):
-    """The binary ``(H, W)`` mask of a model output: ``mask``, else ``instances.pred_masks`` (older members)."""
-    if "mask" in output:
-        return _to_numpy(output["mask"]) != 0
-    if "instances" in output:
-        return _to_numpy(output["instances"].pred_masks) != 0
-    raise KeyError("The model output has neither 'mask' nor 'instances' (needed by the focus/vos protocols)")
+    """The binary ``(H, W)`` mask of a model output (its ``mask``) as bool."""
+    return _to_numpy(output["mask"]) != 0
 
 
 def _soft_output(output):
@@ -98,9 +95,12 @@ class FocusEvaluator(DatasetEvaluator):
         resume: reload already scored images from ``output_dir`` (False starts the log afresh).
         vos_exact_decay_bins: ``vos`` only: exact decay bin boundaries instead of the official uint8 ones
             that wrap beyond 256 frames (docs/evaluation.md#vos-decay).
+        model_key: identifies the model being evaluated (`focus.engine.trainer.model_fingerprint`; set by the
+            inference loop): only scores of the same model are resumed, so the periodic evaluations of a training
+            run, or of another checkpoint, never reuse each other's scores.
     """
 
-    def __init__(self, dataset_name, output_dir=None, protocol="standard", task=None, resume=True,
+    def __init__(self, dataset_name, output_dir=None, protocol="standard", task=None, resume=True, model_key=None,
                  vos_exact_decay_bins=False):
         if protocol not in PROTOCOLS:
             raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
@@ -112,6 +112,7 @@ class FocusEvaluator(DatasetEvaluator):
         self.output_dir = output_dir
         self.resume = resume
         self.vos_exact_decay_bins = vos_exact_decay_bins
+        self.model_key = model_key
         self._gt_files = None
         self._records = {p: {} for p in self.protocols}
         self._fresh = False  # records loaded from a previous run are not re-written
@@ -120,7 +121,7 @@ class FocusEvaluator(DatasetEvaluator):
     def _log_path(self, protocol, rank=None):
         rank = comm.get_rank() if rank is None else rank
         suffix = f".rank{rank}" if comm.get_world_size() > 1 else ""
-        return Path(self.output_dir) / f"{_safe(self.dataset_name)}_{protocol}_per_image{suffix}.jsonl"
+        return Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}_per_image{suffix}.jsonl"
 
     def reset(self):
         self._records = {p: {} for p in self.protocols}
@@ -128,12 +129,13 @@ class FocusEvaluator(DatasetEvaluator):
             return
         Path(self.output_dir).mkdir(parents=True, exist_ok=True)
         for p in self.protocols:
-            logs = sorted(Path(self.output_dir).glob(f"{_safe(self.dataset_name)}_{p}_per_image*.jsonl"))
+            logs = sorted(Path(self.output_dir).glob(f"{safe_name(self.dataset_name)}_{p}_per_image*.jsonl"))
             if not self.resume:
                 for f in logs:
                     if f == self._log_path(p):
                         f.unlink()
                 continue
+            stale = False
             for f in logs:
                 with open(f) as fh:
                     for line in fh:
@@ -144,7 +146,15 @@ class FocusEvaluator(DatasetEvaluator):
                             rec = json.loads(line)
                         except json.JSONDecodeError:  # a line cut by the interruption
                             continue
+                        if rec.get("model") != self.model_key:
+                            stale = True
+                            continue
                         self._records[p][rec["image_id"]] = rec["metrics"]
+            if stale:  # scores of another model: rewrite this rank's log with the ones that are kept
+                own = {k: v for k, v in self._records[p].items()}
+                self._log_path(p).unlink(missing_ok=True)
+                for image_id, record in own.items():
+                    self._append(p, image_id, record)
             if any(self._records[p].values()):
                 logger.info(f"{self.dataset_name}: resuming {p} evaluation, {len(self._records[p])} image(s) "
                             f"already scored in {self.output_dir}")
@@ -153,7 +163,7 @@ class FocusEvaluator(DatasetEvaluator):
         if not self.output_dir:
             return
         with open(self._log_path(protocol), "a") as fh:
-            fh.write(json.dumps({"image_id": image_id, "metrics": record}) + "\n")
+            fh.write(json.dumps({"image_id": image_id, "metrics": record, "model": self.model_key}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -276,9 +286,9 @@ class FocusEvaluator(DatasetEvaluator):
         return sequences
 
     def _write(self, protocol, res, names):
-        base = Path(self.output_dir) / f"{_safe(self.dataset_name)}_{protocol}"
+        base = Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}"
         with open(f"{base}.json", "w") as fh:
-            json.dump(json_safe(res), fh, indent=1)
+            json.dump(jsonsafe_name(res), fh, indent=1)
         with open(f"{base}.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["dataset"] + names)

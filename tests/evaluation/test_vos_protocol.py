@@ -162,10 +162,8 @@ def test_evaluator_vos_equals_folder(video, tmp_path, capsys):
 
 
 def test_evaluator_groups_by_parent_folder(video):
-    """Dicts without `sequence` (another registration) are grouped by the frame's parent folder; outputs that
-    still carry `instances.pred_masks` instead of `mask` are read from there."""
-    from detectron2.structures import Instances
-
+    """Dicts without `sequence` (another registration) are grouped by the frame's parent folder (here
+    ``<sequence>/frames/``: the grandparent); an output without `foreground` is scored on its `mask` alone."""
     root, preds, outputs = video
     dicts = [{"file_name": str(root / seq / "frames" / f"{f}.jpg"), "sem_seg_file_name": str(root / seq / "masks" /
               f"{f}.png"), "image_id": f"{seq}_{f}", "height": 48, "width": 64} for seq, f in sorted(outputs)]
@@ -179,10 +177,17 @@ def test_evaluator_groups_by_parent_folder(video):
     ev.reset()
     for d in dicts:
         out = outputs[(d["file_name"].split("/")[-3], d["file_name"][-9:-4])]
-        inst = Instances((48, 64))
-        inst.pred_masks = out["mask"][None]
-        ev.process([d], [{"foreground": out["foreground"], "instances": inst}])
+        ev.process([d], [{"foreground": out["foreground"], "mask": out["mask"][None]}])
     res = ev.evaluate()[name]
     ref = score_video_folder(preds, root)["metrics"]
     for k in VOS_METRICS:
         assert res[k] == pytest.approx(ref[k], abs=1e-12), k
+    ev.reset()
+    for d in dicts:
+        out = outputs[(d["file_name"].split("/")[-3], d["file_name"][-9:-4])]
+        ev.process([d], [{"mask": out["mask"]}])
+    res = ev.evaluate()[name]
+    assert res["J_mean"] == pytest.approx(ref["J_mean"], abs=1e-12)
+    assert res["MAE"] == pytest.approx(np.mean([ev._records["vos"][f"{s}/{f}"]["MAE"] for s, f in
+                                                (("bear", "00001"), ("bear", "00002"), ("bear", "00003"))]) / 2
+                                       + np.mean([ev._records["vos"][f"car/0000{i}"]["MAE"] for i in (1, 2)]) / 2)
