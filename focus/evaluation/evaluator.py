@@ -288,7 +288,7 @@ class FocusEvaluator(DatasetEvaluator):
     def _write(self, protocol, res, names):
         base = Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}"
         with open(f"{base}.json", "w") as fh:
-            json.dump(jsonsafe_name(res), fh, indent=1)
+            json.dump(json_safe(res), fh, indent=1)
         with open(f"{base}.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["dataset"] + names)

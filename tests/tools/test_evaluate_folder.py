@@ -70,7 +70,7 @@ def test_task_extras(folders):
     assert list(score_folder(pred_dir, gt_dir, "standard", task="dbd")["metrics"])[-3:] == ["BER", "IoU", "Dice"]
 
 
-def test_cli_vos_json(tmp_path, capsys):
+def test_cli_vos_json(tool, tmp_path, capsys):
     """``<pred>/<sequence>/<frame>.png`` against ``<gt>/<sequence>/<frame>.png``: dataset means in ``metrics``,
     per-sequence values beside them, the first and last frame of each sequence not evaluated."""
     for seq, n in (("a", 5), ("b", 4)):
@@ -82,7 +82,7 @@ def test_cli_vos_json(tmp_path, capsys):
             cv2.imwrite(str(tmp_path / "gt" / seq / f"{t:05d}.png"), gt)
             cv2.imwrite(str(tmp_path / "pred" / seq / f"{t:05d}.png"), np.roll(gt, 2 * t, axis=1))
     out = tmp_path / "vos.json"
-    _tool().main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "vos",
+    tool.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "vos",
                   "--output", str(out)])
     js = json.loads(out.read_text())
     assert js["protocol"] == "vos"
@@ -96,6 +96,6 @@ def test_cli_vos_json(tmp_path, capsys):
     assert js["per_sequence"]["a"]["J_decay"] > 0  # the prediction drifts away over time
     printed = capsys.readouterr().out
     assert "vos protocol, 2 sequences, 5 evaluated frames" in printed
-    _tool().main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "vos", "--no-vsod",
+    tool.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "vos", "--no-vsod",
                   "--output", str(out)])
     assert list(json.loads(out.read_text())["metrics"]) == list(js["metrics"])[:7]
