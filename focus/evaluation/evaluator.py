@@ -190,8 +190,9 @@ class FocusEvaluator(DatasetEvaluator):
         if self._gt_files is None:
             self._gt_files = {str(d["image_id"]): d.get("sem_seg_file_name")
                               for d in DatasetCatalog.get(self.dataset_name)}
-        return self._gt_files.get(self._image_id(input_dict)) if self.protocol == "vos" else \
-            self._gt_files[self._image_id(input_dict)]
+        if self.protocol == "vos":  # sparse annotations: frames without a mask are not scored
+            return self._gt_files.get(self._image_id(input_dict))
+        return self._gt_files[self._image_id(input_dict)]
 
     @staticmethod
     def _check_size(pred, gt, what, gt_file):

@@ -502,7 +502,8 @@ def aggregate(records, protocol, task=None):
 
     Returns ``{name: float}`` in the protocol's order. Standard: means over images, curves averaged then
     mean/max (exactly `py_sod_metrics` ``get_results``). Focus: means over images; negative or NaN results
-    become NaN as in the official evaluator.
+    become NaN as in the official evaluator. Dis: like standard, with the boundary-IoU curve too; mBA is a
+    NaN-skipping mean (docs/evaluation.md#dis-mba). Video records aggregate with `vos_aggregate`.
     """
     records = list(records)
     if protocol == "standard":
