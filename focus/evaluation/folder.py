@@ -16,7 +16,8 @@ import numpy as np
 
 from ..data.io import MASK_EXTENSIONS, list_files_by_stem, read_mask
 from .metrics import CONVENTIONS, DIS_METRICS, FOCUS_METRICS, VOS_METRICS, aggregate, dis_image_metrics, \
-    focus_image_metrics, standard_image_metrics, standard_metric_names, vos_aggregate, vos_frame_metrics
+    focus_image_metrics, frame_sort_key, standard_image_metrics, standard_metric_names, vos_aggregate, \
+    vos_frame_metrics
 
 __all__ = ["score_folder", "score_video_folder", "score_pair", "result_dict", "vos_result_dict", "binarize_vos",
            "protocol_metric_names", "format_table", "json_safe"]
@@ -146,8 +147,8 @@ def _gt_sequence_dir(gt_dir, seq):
 def score_video_folder(pred_dir, gt_dir, vsod=True, uint8_ids=True, bound_th=0.008):
     """Score ``<pred_dir>/<sequence>/<frame>.png`` against ``<gt_dir>/<sequence>[/masks]/<frame>.png`` (``vos``).
 
-    Every GT frame with a prediction is scored (`vos_frame_metrics`; binary mask by `binarize_vos`, soft map =
-    the 8-bit file); each sequence's first and last GT frames are then left out (docs/evaluation.md#vos-frames).
+    The frames between each sequence's first and last GT frame (docs/evaluation.md#vos-frames) that have a
+    prediction are scored (`vos_frame_metrics`; binary mask by `binarize_vos`, soft map = the 8-bit file).
     `vsod` False skips the V-SOD image metrics (J and F only, much faster). Predictions of another size are
     resized to the GT (bilinear on the 8-bit map, then binarised) and listed under ``"resized"``.
     """
@@ -162,7 +163,9 @@ def score_video_folder(pred_dir, gt_dir, vsod=True, uint8_ids=True, bound_th=0.0
             continue
         sequences[seq] = list(gts)
         preds = list_files_by_stem(pred_dir / seq, MASK_EXTENSIONS) if (pred_dir / seq).is_dir() else {}
-        for frame in sorted(set(gts) & set(preds)):
+        for frame in sorted(gts, key=frame_sort_key)[1:-1]:
+            if frame not in preds:
+                continue
             gt, pred = read_mask(gts[frame]), read_mask(preds[frame])
             if pred.shape != gt.shape:
                 pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
