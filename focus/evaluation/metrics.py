@@ -229,9 +229,6 @@ def focus_image_metrics(pred, gt, with_ber_f1_auc=True):
 
 
 # ---------------------------------------------------------------------------------------------------- dis
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # skimage.morphology.disk(1)
-
-
 def hce(pred, gt, relax=5, epsilon=2.0):
     """Human correction effort of one image (DIS, ECCV 2022): polygon points + independent regions to fix.
 
@@ -252,7 +249,7 @@ def hce(pred, gt, relax=5, epsilon=2.0):
 
 
 def boundary_accuracy(pred, gt, num_steps=5):
-    """Mean boundary accuracy (CascadePSP) of one image, as BiRefNet's ``MBAMeasure``.
+    """Mean boundary accuracy (CascadePSP) of one image, as BiRefNet's ``MBAMeasure`` (not in pysodmetrics).
 
     Args:
         pred, gt: bool ``(H, W)`` (BiRefNet: raw 8-bit maps ``> 128``).
@@ -284,7 +281,8 @@ def _boundary_band(mask, dilation_ratio):
 
 
 def boundary_iou_curve(pred, gt, dilation_ratio=0.02):
-    """Boundary-IoU curve of one image over 256 thresholds, as BiRefNet's ``BIoUMeasure``.
+    """Boundary-IoU curve of one image over 256 thresholds, as BiRefNet's ``BIoUMeasure`` (not in pysodmetrics,
+    whose multi-scale IoU is a different measure).
 
     Args:
         pred: uint8 ``(H, W)`` 8-bit map; min-max normalised like the other soft metrics, then
@@ -326,6 +324,8 @@ def dis_image_metrics(pred, gt):
 
 
 # ---------------------------------------------------------------------------------------------------- vos
+# The DAVIS measures are a few lines each; no maintained package provides them (the official ones are
+# unpackaged Python 2 / MATLAB code).
 def davis_j(pred, gt):
     """DAVIS region similarity: IoU of two bool ``(H, W)`` masks, 1.0 when both are empty."""
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
