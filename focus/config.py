@@ -187,7 +187,11 @@ def _add_cliprefiner_config(cfg):
 
 def _add_focus_extras(cfg):
     """Keys that exist only in `focus`: evaluation protocol, datasets from folders, inference options."""
-    cfg.TEST.EVAL_PROTOCOL = "standard"  # "standard" (pysodmetrics on soft maps), "focus" (official) or "both"
+    # "standard" (pysodmetrics on soft maps), "focus" (official FOCUS), "both", "dis" (DIS5K suite with HCE, mBA,
+    # boundary IoU) or "vos" (DAVIS-2016 J&F + V-SOD per sequence); docs/evaluation.md
+    cfg.TEST.EVAL_PROTOCOL = "standard"
+    # vos: exact decay bin boundaries; False reproduces the official uint8 ones (docs/evaluation.md#vos-decay)
+    cfg.TEST.VOS_EXACT_DECAY_BINS = False
     cfg.TEST.SAVE_PER_IMAGE = True  # write per-image metrics next to the summary
     # Inference preparation (`focus.modeling.inference.prepare_for_inference`, applied by the predictor, the demo,
     # --eval-only and the benchmark; never by a forward). dtype: "fp32", "bf16" or "fp16" (weights stored in it)

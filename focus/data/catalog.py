@@ -98,7 +98,12 @@ def _rows():
         # test sets.
         DatasetSpec("casia_val", "fd", "CASIA/TEST/image", "CASIA/TEST/gt", f"{p} casia", mask_suffix="_gt",
                     exclude=("Sp_D_NRN_A_cha0011_sec0011_0542",)),
-        # DIS5K
+        # High-resolution SOD: HRSOD (ICCV 2019) and UHRSD (CVPR 2022) as their authors distribute them.
+        DatasetSpec("hrsod_train", "sod", "HRSOD/HRSOD_train", "HRSOD/HRSOD_train_mask", f"{_README} (HRSOD)"),
+        DatasetSpec("hrsod_test", "sod", "HRSOD/HRSOD_test", "HRSOD/HRSOD_test_mask", f"{_README} (HRSOD)"),
+        DatasetSpec("uhrsd_train", "sod", "UHRSD/UHRSD_TR_2K/image", "UHRSD/UHRSD_TR_2K/mask", f"{_README} (UHRSD)"),
+        DatasetSpec("uhrsd_test", "sod", "UHRSD/UHRSD_TE_2K/image", "UHRSD/UHRSD_TE_2K/mask", f"{_README} (UHRSD)"),
+        # DIS5K (dis_val is DIS-VD; DIS-TE1..4 below)
         DatasetSpec("dis_train", "dis", "DIS5K/DIS-TR/im", "DIS5K/DIS-TR/gt", f"{_README} (DIS5K)"),
         DatasetSpec("dis_val", "dis", "DIS5K/DIS-VD/im", "DIS5K/DIS-VD/gt", f"{_README} (DIS5K)"),
     ]
