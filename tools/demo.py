@@ -22,9 +22,9 @@ frame by frame.
         --save mask soft cutout overlay --opts MODEL.WEIGHTS FSNet.pth MODEL.FSNET.FLOW.WEIGHTS raft_small.pth
     python tools/demo.py --config-file configs/fsnet/fsnet.yaml --input DAVIS/JPEGImages/480p/dog --output out/
 
-Differences from the official `demo/demo.py` (spec §12, §13 items 3 and 35): the default config is a
-repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax, and
-`--video-input` / `--webcam` work.
+Differences from the official `demo/demo.py` (docs/focus.md#demo, docs/focus.md#q3, docs/focus.md#q35): the default
+config is a repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax,
+and `--video-input` / `--webcam` work.
 """
 import argparse
 import glob
