@@ -138,8 +138,10 @@ class FSNet(nn.Module):
             "train_scales": tuple(f.TRAIN_SCALES),
             "multiscale_mode": f.MULTISCALE_MODE,
             "imagenet_weights": f.IMAGENET_WEIGHTS,
-            "transfer": {"appearance": f.TRANSFER.APPEARANCE_WEIGHTS, "motion": f.TRANSFER.MOTION_WEIGHTS,
-                         "motion_bn_stats": f.TRANSFER.MOTION_BN_STATS},
+            # MODEL.WEIGHTS replaces every tensor anyway (e.g. evaluating the stage-3 result): no transfer then
+            "transfer": None if cfg.MODEL.WEIGHTS else {
+                "appearance": f.TRANSFER.APPEARANCE_WEIGHTS, "motion": f.TRANSFER.MOTION_WEIGHTS,
+                "motion_bn_stats": f.TRANSFER.MOTION_BN_STATS},
         }
 
     def _init_weights(self, imagenet_weights):
