@@ -30,6 +30,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
 from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
+from ..data.mappers import MAPPER_REGISTRY
 from ..modeling.checkpoint import FOCUSCheckpointer
 from .tta import FOCUSWithTTA
 
@@ -288,12 +289,16 @@ class FOCUSTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+        name = cfg.INPUT.DATASET_MAPPER_NAME
+        mapper = MAPPER_REGISTRY.get(name)(cfg, True) if name in MAPPER_REGISTRY else FocusDatasetMapper(cfg, True)
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=FocusTestMapper(cfg))
+        name = cfg.INPUT.TEST_MAPPER_NAME
+        mapper = MAPPER_REGISTRY.get(name)(cfg, False) if name in MAPPER_REGISTRY else FocusTestMapper(cfg)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -18,7 +18,8 @@ _RAMPS = ("epoch", "global")
 def binary_entropy(p, eps=1e-10):
     """Binary entropy in bits of probabilities `p` (any shape), 0 at p in {0, 1}, 1 at p = 0.5."""
     p = p.clamp(0, 1)
-    return -(p * torch.log2(p + eps) + (1 - p) * torch.log2(1 - p + eps)).clamp(min=0)
+    h = -(p * torch.log2(p + eps) + (1 - p) * torch.log2(1 - p + eps))
+    return h.clamp(min=0)
 
 
 def pseudo_pixel_weights(target, mode):
