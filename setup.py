@@ -56,7 +56,7 @@ setup(
         "tqdm",
         "psutil",
     ],
-    extras_require={"test": ["pytest>=7", "timm>=0.9"], "wandb": ["wandb"]},
+    extras_require={"test": ["pytest>=7", "timm>=0.9"], "wandb": ["wandb"], "sam": ["segment-anything>=1.0"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     zip_safe=False,
