@@ -87,3 +87,18 @@ def test_position_grid_values():
     assert g.shape == (1, 2, 3, 4)
     torch.testing.assert_close(g[0, 1, 2], torch.tensor([1.0, 1.0, 0.0, 0.0]))
     torch.testing.assert_close(g[0, 0, 1], torch.tensor([0.0, 0.5, 1.0, 0.5]))
+
+
+def test_evaluation_through_the_trainer(tiny, tmp_path, single_thread):
+    """The trainer's test loader builds the registered WS-SAM test mapper; the evaluator scores `foreground`."""
+    from focus.data.synthetic import generate_dataset
+    from focus.engine.trainer import FOCUSTrainer
+
+    split = generate_dataset(tmp_path, "sod", n_train=0, n_test=2, size=(48, 40), seed=0)["test"]
+    name = f"folder:sod:{split / 'images'}:{split / 'masks'}"
+    cfg = setup_cfg(str(ROOT / "configs/ws_sam/tiny.yaml"),
+                    ["DATASETS.TEST", f"('{name}',)", "OUTPUT_DIR", str(tmp_path / "out"), "DATALOADER.NUM_WORKERS", "0"])
+    _, model = tiny
+    res = FOCUSTrainer.test(cfg, model.eval())
+    metrics = res[name]
+    assert metrics and all(np.isfinite(v) for v in metrics.values()), metrics
