@@ -83,3 +83,21 @@ def test_ual_ramp_restarts_every_epoch_as_released():
     ramps = [model._ramp() for _ in range(8)]
     np.testing.assert_allclose(ramps[:4], [(1 - np.cos(np.pi * i / 4)) / 2 for i in (1, 2, 3, 4)])
     assert ramps[4:] == ramps[:4]
+
+
+@pytest.mark.parametrize("nearest", [False, True])
+def test_mapper_label_rotation_quirk_and_fix(tmp_path, nearest):
+    from focus.modeling.ws_sam import WSSAMTrainMapper
+
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    s = np.zeros((100, 100), np.uint8)
+    s[48:51, 15:85] = 2  # a background line only
+    Image.fromarray(s).save(tmp_path / "s.png")
+    mapper = WSSAMTrainMapper(True, size=100, crop_border=0, rotate_prob=1.0, label_rotate_nearest=nearest,
+                              color_jitter=False, pepper_fraction=0)
+    fg = 0
+    for seed in range(4):
+        np.random.seed(seed)
+        fg += int((mapper({"file_name": str(tmp_path / "a.png"), "sparse_file_name": str(tmp_path / "s.png")})
+                   ["sparse"] == 1).sum())
+    assert (fg == 0) if nearest else (fg > 0)
