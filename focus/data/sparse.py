@@ -25,7 +25,6 @@ that any member's dense-mask mapper trains on the pseudo labels unchanged.
 """
 import json
 import logging
-import os
 from functools import partial
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """Pseudo labelling: views and their exact inverses, prompts, the ensemble, weights and selection against hand
 computations, SAM through segment-anything (tiny random model), and tools/make_pseudo_labels.py end to end."""
-import importlib.util
 import json
 
 import numpy as np
@@ -18,7 +17,6 @@ from focus.data.pseudo_labels import (
     pseudo_label,
 )
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("view", build_views(scales=(1.0,)) + [View("h", 1, 2.0), View("v", 3, 2.0), View("none", 2, 0.5)])
@@ -139,11 +137,8 @@ def _dataset(root):
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("make_pseudo_labels", ROOT / "tools/make_pseudo_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("make_pseudo_labels")
 
 
 def test_tool_end_to_end_tiny_sam_and_resume(tmp_path, tool, single_thread):

@@ -1,7 +1,5 @@
 """Sparse labels: S-COD scribble reading and its checks, point lists, name matching, the seeded generator."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,6 @@ from focus.data.sparse import (
     sparse_to_scribble,
 )
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _disk(h=60, w=80):
@@ -103,10 +100,10 @@ def test_generated_clicks():
     assert np.array_equal(xy, make_clicks(mask, seed=0, num_fg=3, num_bg=2)[0])
 
 
-def test_make_sparse_labels_tool(tmp_path):
+def test_make_sparse_labels_tool(tmp_path, load_tool):
     Image.fromarray((_disk() * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    tool = load_tool("make_sparse_labels")
     for kind in ("scribble", "points"):
-        subprocess.run([sys.executable, str(ROOT / "tools/make_sparse_labels.py"), "--masks", str(tmp_path),
-                        "--out", str(tmp_path / kind), "--kind", kind], check=True, capture_output=True)
+        assert tool.main(["--masks", str(tmp_path), "--out", str(tmp_path / kind), "--kind", kind]) == 0
     assert read_scribble(tmp_path / "scribble" / "m.png").max() == 2
     assert len(json.loads((tmp_path / "points" / "m.json").read_text())["points"]) == 2

@@ -7,7 +7,7 @@ from detectron2.config import configurable
 from PIL import Image
 
 from ...data.io import read_image
-from ...data.mappers import MAPPER_REGISTRY
+from ...data.mappers import register_mapper
 
 __all__ = ["WSSAMTestMapper", "WSSAMTrainMapper", "resize_rgb"]
 
@@ -18,7 +18,7 @@ def resize_rgb(image, size):
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))
 
 
-@MAPPER_REGISTRY.register()
+@register_mapper("ws_sam_test_mapper")
 class WSSAMTestMapper:
     """Reads an image and squashes it to `size` x `size` (`INPUT.WS_SAM.SIZE`, 384 for the released model).
 
@@ -52,7 +52,7 @@ def _rotate(img, angle, resample):
     return img.rotate(angle, resample)
 
 
-@MAPPER_REGISTRY.register()
+@register_mapper("ws_sam_train_mapper")
 class WSSAMTrainMapper:
     """Training mapper of the official WS-SAM recipe, on an image, its sparse label and (optional) pseudo label.
 

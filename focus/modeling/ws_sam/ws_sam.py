@@ -161,6 +161,7 @@ class WSSAM(nn.Module):
         The 12x12 prior is upsampled to S before `decoder4` resizes it back (docs/ws_sam.md#q3).
         """
         size = images.shape[-2:]
+        images = images.to(self.shared_encoder.conv1.weight.dtype)  # weights stored in bf16/fp16 (prepare_for_inference)
         _, x1, x2, x3, x4 = self.shared_encoder(images)
         prior = F.interpolate(self.GPM(x4), size=size, mode="bilinear", align_corners=False)
         f1, f2, f3, f4 = self.gcm_interFA(x1, x2, x3, x4)

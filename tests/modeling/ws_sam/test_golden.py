@@ -13,6 +13,7 @@ from PIL import Image
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
 INPUTS = [pytest.param("img1_320x320.png", marks=pytest.mark.slow), "img2_h203_w257.png"]
+# by default one input through the predictor; every input and the model-level check with --run-slow
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def _model(weights):
     return cfg, model
 
 
-@pytest.mark.parametrize("name", INPUTS)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["img1_320x320.png", "img2_h203_w257.png"])
 def test_golden_model_level(golden, name):
     from focus.data.mappers import MAPPER_REGISTRY
 
@@ -63,3 +65,20 @@ def test_golden_model_level(golden, name):
     assert (out["logits"][None] - ref["logits"]).abs().max() < 1e-4
     assert (out["foreground"] - torch.as_tensor(ref["final"]["prob_minmax"])).abs().max() < 1e-4
     assert torch.equal(out["mask"], (out["foreground"] > 0.5).to(torch.uint8))
+
+
+@pytest.mark.parametrize("name", INPUTS)
+def test_golden_through_the_predictor(golden, name):
+    """The demo's path: `Predictor(cfg)` from configs/ws_sam/golden.yaml with MODEL.WEIGHTS = the released-style
+    file; its `soft` map equals the official min-max map within 1e-4."""
+    from focus.engine.predictor import Predictor
+    from focus.engine.trainer import setup_cfg
+
+    case, weights, outputs = golden
+    cfg = setup_cfg(str(ROOT / "configs/ws_sam/golden.yaml"), ["MODEL.WEIGHTS", str(weights)])
+    predictor = Predictor(cfg)
+    out = predictor(np.asarray(Image.open(case / name).convert("RGB")))
+    ref = outputs[name]["final"]["prob_minmax"]
+    assert out["soft"].shape == ref.shape and out["soft"].dtype == np.float32
+    assert np.abs(out["soft"] - np.asarray(ref)).max() < 1e-4
+    assert np.array_equal(out["mask"], (out["soft"] > 0.5).astype(np.uint8))
