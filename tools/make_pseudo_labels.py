@@ -4,17 +4,17 @@
     python tools/make_pseudo_labels.py --images IMG_DIR --sparse SPARSE_DIR --out OUT_DIR \
         [--config-file configs/ws_sam/pseudo_labels.yaml] [KEY VALUE ...]
 
-    e.g.  PSEUDO.SEGMENTER sam PSEUDO.SAM_TYPE vit_h PSEUDO.CHECKPOINT sam_vit_h_4b8939.pth
+    e.g.  PSEUDO_LABELS.SEGMENTER sam PSEUDO_LABELS.SAM_TYPE vit_h PSEUDO_LABELS.CHECKPOINT sam_vit_h_4b8939.pth
 
 Sparse labels are S-COD scribble PNGs or point JSONs (`focus.data.sparse`), matched to images by stem. For each
 image: point prompts, SAM on every augmented view, the masks mapped back and averaged, entropy weights and the
 image's mean entropy. Writes, per image, `OUT/pseudo/<stem>.png` (round(255 y)), `OUT/weights/<stem>.png`
 (round(255 w)) and `OUT/scores/<stem>.json`; at the end `OUT/scores.tsv`, `OUT/selected.txt` (the stems whose
-mean entropy is below PSEUDO.SELECT_THRESHOLD) and `OUT/summary.json`. Images already done (their score file
+mean entropy is below PSEUDO_LABELS.SELECT_THRESHOLD) and `OUT/summary.json`. Images already done (their score file
 exists) are skipped, so an interrupted run resumes. `OUT` is then the `<pseudo_dir>` of a `weak:` dataset.
 
-SAM weights are never downloaded: give PSEUDO.CHECKPOINT (a local file), or PSEUDO.RANDOM_WEIGHTS True to run with
-random weights (tests, timing). PSEUDO.SEGMENTER grabcut uses a classical stand-in that needs no weights.
+SAM weights are never downloaded: give PSEUDO_LABELS.CHECKPOINT (a local file), or PSEUDO_LABELS.RANDOM_WEIGHTS True to run with
+random weights (tests, timing). PSEUDO_LABELS.SEGMENTER grabcut uses a classical stand-in that needs no weights.
 """
 import argparse
 import json
@@ -28,8 +28,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectron2.config import CfgNode as CN  # noqa: E402
+from detectron2.config import CfgNode  # noqa: E402
 
+from focus.config import get_focus_cfg  # noqa: E402
 from focus.data.io import IMAGE_EXTENSIONS, list_files_by_stem, read_image  # noqa: E402
 from focus.data.pseudo_labels import (  # noqa: E402
     GrabCutSegmenter,
@@ -46,43 +47,19 @@ from focus.data.pseudo_labels import (  # noqa: E402
 from focus.data.sparse import read_points, read_sparse  # noqa: E402
 
 
-def get_cfg():
-    """Defaults: the reference material's recommendations where the authors left a constant open
-    (docs/ws_sam.md#pseudo lists which are ours)."""
-    cfg = CN()
-    cfg.PSEUDO = CN()
-    p = cfg.PSEUDO
-    p.SEGMENTER = "sam"  # "sam" (segment-anything), "sam2" (sam2), "grabcut" (classical stand-in)
-    p.SAM_TYPE = "vit_h"  # sam_model_registry key, or "tiny" (a small random SAM, tests); sam2: its config name
-    p.CHECKPOINT = ""  # local SAM / SAM 2 weights
-    p.RANDOM_WEIGHTS = False  # allow running without a checkpoint (random weights: tests and timing only)
-    p.DEVICE = "cpu"
-    p.MULTIMASK = "auto"  # one point: best of 3 by predicted IoU; several: one output
-    p.NUM_POINTS = 10  # positive points per image from the foreground scribble (10 = the released model's "P10")
-    p.NUM_NEGATIVE = 0  # negative points from the background scribble
-    p.SEED = 0  # per-image seed = SEED + crc32(stem)
-    p.FLIPS = ["none", "h", "v"]
-    p.ROTATIONS = [0, 90, 180, 270]
-    p.SCALES = [1.0]
-    p.SELECT_THRESHOLD = 0.03  # keep an image iff its mean pixel entropy (bits) < this (released model: 0.03)
-    p.POINT_RADIUS = 0  # point lists: rasterised radius (only used to read them as sparse maps)
-    p.GRABCUT_MAX_SIDE = 256
-    return cfg
-
-
 def build_segmenter(p):
     if p.SEGMENTER == "grabcut":
         return GrabCutSegmenter(max_side=p.GRABCUT_MAX_SIDE, seed=p.SEED)
     if not p.CHECKPOINT and not p.RANDOM_WEIGHTS:
-        raise SystemExit(f"PSEUDO.SEGMENTER {p.SEGMENTER}: give PSEUDO.CHECKPOINT (a local weights file; nothing is "
-                         "downloaded), or PSEUDO.RANDOM_WEIGHTS True for random weights")
+        raise SystemExit(f"PSEUDO_LABELS.SEGMENTER {p.SEGMENTER}: give PSEUDO_LABELS.CHECKPOINT (a local weights file; nothing is "
+                         "downloaded), or PSEUDO_LABELS.RANDOM_WEIGHTS True for random weights")
     if p.SEGMENTER == "sam":
         if p.SAM_TYPE == "tiny":
             return SamSegmenter(build_tiny_sam(seed=p.SEED).to(p.DEVICE), p.MULTIMASK)
         return SamSegmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK)
     if p.SEGMENTER == "sam2":
         return Sam2Segmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK)
-    raise SystemExit(f"PSEUDO.SEGMENTER must be sam, sam2 or grabcut, got {p.SEGMENTER!r}")
+    raise SystemExit(f"PSEUDO_LABELS.SEGMENTER must be sam, sam2 or grabcut, got {p.SEGMENTER!r}")
 
 
 def _atomic_save_png(array, path):
@@ -110,11 +87,11 @@ def run(images_dir, sparse_dir, out, cfg, limit=None, progress=True):
     """Pseudo-label every image of `images_dir` with a sparse label; returns the summary dict."""
     from tqdm import tqdm
 
-    p = cfg.PSEUDO
+    p = cfg.PSEUDO_LABELS
     out = Path(out)
     for d in ("pseudo", "weights", "scores"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg.dump(), out / "config.yaml")
+    _atomic_write(CfgNode({"PSEUDO_LABELS": cfg.PSEUDO_LABELS}).dump(), out / "config.yaml")
     images = list_files_by_stem(images_dir, IMAGE_EXTENSIONS)
     sparse = {**list_files_by_stem(sparse_dir, (".png",)), **list_files_by_stem(sparse_dir, (".json",))}
     stems = sorted(set(images) & set(sparse))
@@ -177,10 +154,7 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = ap.parse_args(argv)
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_focus_cfg(args.config_file or None, args.opts)
     cfg.freeze()
     s = run(args.images, args.sparse, args.out, cfg, args.limit, progress=not args.no_progress)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731

@@ -146,8 +146,8 @@ def test_tool_end_to_end_tiny_sam_and_resume(tmp_path, tool, single_thread):
     images, sparse = _dataset(tmp_path)
     out = tmp_path / "out"
     args = ["--images", str(images), "--sparse", str(sparse), "--out", str(out), "--no-progress",
-            "PSEUDO.SAM_TYPE", "tiny", "PSEUDO.RANDOM_WEIGHTS", "True",
-            "PSEUDO.ROTATIONS", "[0, 90]", "PSEUDO.FLIPS", "['none', 'h']", "PSEUDO.SELECT_THRESHOLD", "1.01"]
+            "PSEUDO_LABELS.SAM_TYPE", "tiny", "PSEUDO_LABELS.RANDOM_WEIGHTS", "True",
+            "PSEUDO_LABELS.ROTATIONS", "[0, 90]", "PSEUDO_LABELS.FLIPS", "['none', 'h']", "PSEUDO_LABELS.SELECT_THRESHOLD", "1.01"]
     assert tool.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 3 and summary["no_foreground_label"] == 1 and summary["kept"] == 2
@@ -161,5 +161,5 @@ def test_tool_end_to_end_tiny_sam_and_resume(tmp_path, tool, single_thread):
 
 def test_tool_needs_weights(tmp_path, tool):
     images, sparse = _dataset(tmp_path)
-    with pytest.raises(SystemExit, match="PSEUDO.CHECKPOINT"):
+    with pytest.raises(SystemExit, match="PSEUDO_LABELS.CHECKPOINT"):
         tool.main(["--images", str(images), "--sparse", str(sparse), "--out", str(tmp_path / "o"), "--no-progress"])

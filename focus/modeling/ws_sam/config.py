@@ -5,13 +5,14 @@ defect are named after what they change, default off.
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_ws_sam_config"]
+__all__ = ["add_ws_sam_config", "add_pseudo_label_config"]
 
 
 def add_ws_sam_config(cfg):
     """Add the WS-SAM keys to `cfg` (idempotent)."""
     if "WS_SAM" in cfg.MODEL:
         return
+    add_pseudo_label_config(cfg)
     cfg.MODEL.WS_SAM = CN()
     m = cfg.MODEL.WS_SAM
     # architecture (released: ResNet-50, 128 channels, MFG with 4 and 2 slots on a 12x12 grid)
@@ -45,3 +46,27 @@ def add_ws_sam_config(cfg):
     i.LABEL_ROTATE_NEAREST = False  # True: rotate scribble maps with nearest instead of bicubic (docs/ws_sam.md#q9)
     i.COLOR_JITTER = True
     i.PEPPER_FRACTION = 0.0015  # fraction of pseudo-mask pixels set to 0/255 (salt-and-pepper)
+
+
+def add_pseudo_label_config(cfg):
+    """`PSEUDO_LABELS.*`: the pseudo-labelling procedure of `tools/make_pseudo_labels.py` (docs/ws_sam.md#pseudo).
+
+    Defaults are the reference recommendations where the authors left a constant open; the docs say which
+    constants are theirs and which are ours.
+    """
+    cfg.PSEUDO_LABELS = CN()
+    p = cfg.PSEUDO_LABELS
+    p.SEGMENTER = "sam"  # "sam" (segment-anything), "sam2" (sam2), "grabcut" (classical stand-in, no weights)
+    p.SAM_TYPE = "vit_h"  # sam_model_registry key, or "tiny" (a small random SAM, tests); sam2: its config name
+    p.CHECKPOINT = ""  # local SAM / SAM 2 weights (nothing is downloaded)
+    p.RANDOM_WEIGHTS = False  # allow running without a checkpoint (random weights: tests and timing only)
+    p.DEVICE = "cpu"
+    p.MULTIMASK = "auto"  # one point: best of 3 by predicted IoU; several points: one output (docs/ws_sam.md#r6)
+    p.NUM_POINTS = 10  # positive points per image drawn from the foreground scribble (docs/ws_sam.md#r1)
+    p.NUM_NEGATIVE = 0  # negative points drawn from the background scribble
+    p.SEED = 0  # per-image seed = SEED + crc32(stem)
+    p.FLIPS = ["none", "h", "v"]  # views = FLIPS x ROTATIONS x SCALES (docs/ws_sam.md#r3)
+    p.ROTATIONS = [0, 90, 180, 270]
+    p.SCALES = [1.0]
+    p.SELECT_THRESHOLD = 0.03  # keep an image iff its mean pixel entropy (bits) < this (docs/ws_sam.md#r5)
+    p.GRABCUT_MAX_SIDE = 256  # the stand-in segmenter works at this size
