@@ -59,6 +59,9 @@ def _add_mask_former_config(cfg):
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1  # lr multiplier of every parameter under `backbone`
     # focus: autocast dtype when SOLVER.AMP.ENABLED: "auto" = fp16 on CUDA, bf16 on CPU
     cfg.SOLVER.AMP.DTYPE = "auto"
+    # focus: SOLVER.LR_SCHEDULER_NAME "PeriodicCosineLR" (focus.engine.lr_scheduler): half period and step, in iterations
+    cfg.SOLVER.COSINE_PERIOD_ITERS = 4520
+    cfg.SOLVER.COSINE_STEP_ITERS = 1
 
     # experiment tracking
     cfg.WANDB = CN()

@@ -323,6 +323,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
+        if cfg.SOLVER.LR_SCHEDULER_NAME == "PeriodicCosineLR":
+            from .lr_scheduler import build_periodic_cosine
+
+            return build_periodic_cosine(cfg, optimizer)
         return build_deeplab_lr_scheduler(cfg, optimizer)
 
     def resume_or_load(self, resume=True):
