@@ -163,3 +163,31 @@ def test_tool_needs_weights(tmp_path, tool):
     images, sparse = _dataset(tmp_path)
     with pytest.raises(SystemExit, match="PSEUDO_LABELS.CHECKPOINT"):
         tool.main(["--images", str(images), "--sparse", str(sparse), "--out", str(tmp_path / "o"), "--no-progress"])
+
+
+def test_tool_selection_by_hand(tmp_path, tool, monkeypatch):
+    """a0: the 4 views agree (score 0, kept); a1: the views also mark the augmented image's first column, which
+    lands on 4 different borders of the original: row 0 in 2 views, column 0 and column W-1 in one each."""
+    images, sparse = _dataset(tmp_path)
+    calls = []
+
+    def segmenter(image, xy, labels):
+        calls.append(1)
+        m = image[..., 0] > 128
+        if len(calls) > 4:  # second image (stems are processed in order; a2 has no foreground label)
+            m = m.copy()
+            m[:, 0] = True
+        return m
+
+    monkeypatch.setattr(tool, "build_segmenter", lambda p: segmenter)
+    args = ["--images", str(images), "--sparse", str(sparse), "--out", str(tmp_path / "o"), "--no-progress",
+            "PSEUDO_LABELS.ROTATIONS", "[0, 90]", "PSEUDO_LABELS.FLIPS", "['none', 'h']",
+            "PSEUDO_LABELS.SELECT_THRESHOLD", "0.03"]
+    assert tool.main(args) == 0
+    h_quarter = -(0.25 * np.log2(0.25) + 0.75 * np.log2(0.75))
+    expected = (62 * 1.0 + (2 + 2 * 47) * h_quarter) / (48 * 64)  # 0.0455 bit
+    scores = {r.split("\t")[0]: r.split("\t")[1] for r in (tmp_path / "o/scores.tsv").read_text().splitlines()[1:]}
+    assert float(scores["a0"]) == 0 and abs(float(scores["a1"]) - expected) < 1e-5
+    assert (tmp_path / "o/selected.txt").read_text().split() == ["a0"]
+    y = np.asarray(Image.open(tmp_path / "o/pseudo/a1.png"))
+    assert y[0, 5] == 128 and y[5, 0] == 64 and y[5, 63] == 64 and y[0, 0] == 191
