@@ -53,6 +53,7 @@ setup(
         "fvcore>=0.1.5",
         "pycocotools>=2.0.6",
         "Pillow>=9",
+        "safetensors>=0.4",
         "tqdm",
         "psutil",
     ],

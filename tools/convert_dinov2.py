@@ -18,11 +18,16 @@ Output: `{"model": {key: tensor}, "__author__": "focus", "matching_heuristics": 
 Every rename and every dropped key is printed.
 """
 import argparse
+import os
 import pickle
 import re
 import sys
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from focus.modeling.checkpoint import load_state_file  # noqa: E402
 
 DROPPED = ("register_tokens", "mask_token", "norm.weight", "norm.bias")
 _TOP = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
@@ -103,9 +108,9 @@ def main(argv=None):
     parser.add_argument("--resnet50", metavar="RESNET.pth", help="torchvision ResNet-50 ImageNet state dict")
     args = parser.parse_args(argv)
 
-    model = convert_dinov2(_unwrap(torch.load(args.src, map_location="cpu"), args.src), source=args.src)
+    model = convert_dinov2(_unwrap(load_state_file(args.src), args.src), source=args.src)
     if args.resnet50:
-        sd = _unwrap(torch.load(args.resnet50, map_location="cpu"), args.resnet50)
+        sd = _unwrap(load_state_file(args.resnet50), args.resnet50)
         model.update(convert_resnet50(sd, source=args.resnet50))
     save(model, args.dst)
     n = sum(v.numel() for v in model.values())
