@@ -195,6 +195,9 @@ def _add_focus_extras(cfg):
     cfg.MODEL.FOCUS.INFERENCE_CAST = "autocast"
     # eval on CPU without grad: nn.Linear weights packed once for oneDNN (25-35 % faster matmuls than F.linear)
     cfg.MODEL.FOCUS.INFERENCE_PACK = True
+    # training skips samples with an unreadable image or a mask that does not fit it (one warning each, reported
+    # at the end) and stops only when more than this share of the training samples is bad (focus.data.faults)
+    cfg.DATALOADER.MAX_BAD_SAMPLE_FRACTION = 0.2
 
 
 def add_focus_config(cfg):

@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from focus.engine.benchmark import main  # noqa: E402
+from focus.engine.cli import run_main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

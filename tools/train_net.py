@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 
 import focus  # noqa: E402,F401  (registers the components)
+from focus.engine.cli import run_main  # noqa: E402
 from focus.engine.trainer import FOCUSTrainer  # noqa: E402
 from focus.engine.trainer import setup_cfg  # noqa: E402
 from focus.engine.runtime import MALLOC_POLICIES, configure_malloc, default_malloc_policy  # noqa: E402
@@ -49,7 +50,12 @@ def get_parser():
     return parser
 
 
+def cli(argv=None):
+    """Parse `argv` and run `main` on `--num-gpus` processes (detectron2's `launch`)."""
+    args = get_parser().parse_args(argv)
+    return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                  dist_url=args.dist_url, args=(args,))
+
+
 if __name__ == "__main__":
-    args = get_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    sys.exit(run_main(cli))

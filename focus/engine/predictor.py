@@ -23,6 +23,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..data import FocusTestMapper
+from ..errors import MissingFileError
 from .trainer import FOCUSTrainer, clone_for_eval
 
 __all__ = [
@@ -62,7 +63,7 @@ class FOCUSPredictor:
         weights = self.cfg.MODEL.WEIGHTS
         if weights:
             if "://" not in weights and not os.path.isfile(weights):
-                raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: {weights}")
+                raise MissingFileError(f"MODEL.WEIGHTS: checkpoint not found: {weights}; check the path", weights)
             FOCUSTrainer.load_weights(self.cfg, self.model)
         self.resize = FocusTestMapper(self.cfg).resize  # the evaluation pipeline's ResizeShortestEdge
 

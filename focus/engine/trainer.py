@@ -30,6 +30,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
 from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
+from ..data.faults import FAULTS, ExcludeBadSamples, SkipBadSamples
+from ..errors import MissingFileError, UserError
 from ..modeling.checkpoint import FOCUSCheckpointer
 from .tta import FOCUSWithTTA
 
@@ -219,12 +221,19 @@ def inference_on_dataset(model, data_loader, evaluator):
     checks = [e.is_done for e in evaluators if hasattr(e, "is_done")]
     evaluator.reset()
     total = len(data_loader)
-    done = skipped = 0
+    done = skipped = excluded = 0
     start = time.perf_counter()
     with torch.inference_mode():
         was_training = model.training
         model.eval()
         for idx, inputs in enumerate(data_loader):
+            bad = [x for x in inputs if "bad_file" in x]  # unreadable image (focus.data.faults.ExcludeBadSamples)
+            for x in bad:
+                for e in evaluators:
+                    if hasattr(e, "exclude"):
+                        e.exclude(x["bad_file"], x["reason"])
+            excluded += len(bad)
+            inputs = [x for x in inputs if "bad_file" not in x]
             todo = [x for x in inputs if not (checks and all(check(x) for check in checks))]
             skipped += len(inputs) - len(todo)
             if todo:
@@ -238,7 +247,8 @@ def inference_on_dataset(model, data_loader, evaluator):
                 n=5,
             )
         model.train(was_training)
-    logger.info(f"Inference: {done} images run, {skipped} reused from an interrupted evaluation")
+    logger.info(f"Inference: {done} images run, {skipped} reused from an interrupted evaluation"
+                + (f", {excluded} excluded (unreadable; listed above)" if excluded else ""))
     results = evaluator.evaluate()
     return results if results is not None else {}
 
@@ -286,14 +296,34 @@ class FOCUSTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's training loader; samples with an unreadable image or a mask that does not fit are skipped
+        and counted (`focus.data.faults.SkipBadSamples`, `DATALOADER.MAX_BAD_SAMPLE_FRACTION`)."""
+        from detectron2.data import get_detection_dataset_dicts
+
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        mapper = SkipBadSamples(FocusDatasetMapper(cfg, True), len(dataset), cfg.DATALOADER.MAX_BAD_SAMPLE_FRACTION)
+        return build_detection_train_loader(cfg, dataset=dataset, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's inference loader; an unreadable image is reported and excluded, not fatal."""
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=FocusTestMapper(cfg))
+        return build_detection_test_loader(cfg, dataset_name, mapper=ExcludeBadSamples(FocusTestMapper(cfg)))
+
+    def train(self):
+        """Train; the samples skipped as bad (`focus.data.faults`) are reported at the end, even after a failure."""
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            FAULTS.reset(os.path.join(self.cfg.OUTPUT_DIR, "bad_samples.tsv"))
+        try:
+            return super().train()
+        finally:
+            faults = FAULTS.faults()
+            if faults and comm.is_main_process():
+                lines = "\n".join(f"  {p}: {r}" for p, r in sorted(faults.items()))
+                logger.warning(f"{len(faults)} bad sample(s) skipped during training (listed in "
+                               f"{FAULTS.path or 'the log'}):\n{lines}")
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -352,6 +382,21 @@ def clone_for_eval(cfg):
     return cfg
 
 
+def _config_error(e, where):
+    """One-line `UserError` for a yacs/YAML failure `e` (unknown key, wrong type, odd override list, bad YAML)."""
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    msg = " ".join(msg.split())
+    if "Non-existent" in msg:
+        key = msg.split(":", 1)[-1].strip()
+        return UserError(f"unknown config key {key} in {where}; check its spelling (keys are listed in "
+                         f"focus/config.py and detectron2's defaults)")
+    if msg.startswith("Type mismatch"):
+        return UserError(f"config value of the wrong type in {where}: {msg}")
+    if "odd length" in msg:
+        return UserError(f"config overrides must be KEY VALUE pairs: {msg}")
+    return UserError(f"cannot read {where}: {msg}")
+
+
 def setup_cfg(config_file, opts=(), eval_only=False):
     """Build a frozen config: detectron2 defaults + `add_focus_config` + file + overrides.
 
@@ -361,12 +406,21 @@ def setup_cfg(config_file, opts=(), eval_only=False):
 
     from ..config import add_focus_config
 
+    import yaml
+
     cfg = get_cfg()
     add_focus_config(cfg)
     if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+        raise MissingFileError(f"config file not found: {config_file}; check --config-file", config_file)
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
+        raise _config_error(e, f"config file {config_file}") from None
+    opts = list(opts)
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise _config_error(e, "the command-line overrides") from None
     if eval_only:
         cfg.MODEL.CLIP_REFINER.ENABLED = False
     cfg.freeze()

@@ -33,7 +33,9 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.catalog import ensure_registered
-from ..data.io import file_stem, read_mask
+from ..data.faults import FAULTS
+from ..data.io import atomic_write, file_stem, read_mask
+from ..errors import BadFileError
 from .folder import format_table, json_safe, result_dict, score_pair
 from .metrics import FOCUS_METRICS, standard_metric_names
 
@@ -72,6 +74,7 @@ class FocusEvaluator(DatasetEvaluator):
         self.resume = resume
         self._gt_files = None
         self._records = {p: {} for p in self.protocols}
+        self._excluded = {}  # path -> reason: unreadable image or GT, GT that does not fit its image
         self._fresh = False  # records loaded from a previous run are not re-written
 
     # ---------------------------------------------------------------- resume log
@@ -82,6 +85,7 @@ class FocusEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._records = {p: {} for p in self.protocols}
+        self._excluded = {}
         if not self.output_dir:
             return
         Path(self.output_dir).mkdir(parents=True, exist_ok=True)
@@ -132,12 +136,21 @@ class FocusEvaluator(DatasetEvaluator):
             self._gt_files = {str(d["image_id"]): d["sem_seg_file_name"] for d in DatasetCatalog.get(self.dataset_name)}
         return self._gt_files[self._image_id(input_dict)]
 
+    def exclude(self, path, reason):
+        """Leave an image out of the scores (unreadable, or its GT does not fit); `evaluate` reports how many."""
+        self._excluded[str(path)] = " ".join(str(reason).split())
+        FAULTS.record(path, reason)
+
     @staticmethod
-    def _check_size(pred, gt, what, gt_file):
+    def _check_size(pred, gt, what, gt_file, input_dict):
+        """A prediction not at the input's `height` x `width` is a model error (ValueError); a GT of another size
+        than its image (and so than a correct prediction) is a data fault (`BadFileError`, image excluded)."""
+        size = (input_dict.get("height"), input_dict.get("width"))
+        wrong_pred = None not in size and tuple(pred.shape) != size
         if tuple(pred.shape) != tuple(gt.shape):
-            raise ValueError(
+            raise (ValueError if wrong_pred else BadFileError)(
                 f"{what} of size {tuple(pred.shape)} differs from the GT {gt_file} of size {tuple(gt.shape)} "
-                "(predictions must be at the original image size)"
+                "(predictions must be at the original image size)", *([] if wrong_pred else [gt_file])
             )
 
     def process(self, inputs, outputs):
@@ -146,42 +159,62 @@ class FocusEvaluator(DatasetEvaluator):
             todo = [p for p in self.protocols if image_id not in self._records[p]]
             if not todo:
                 continue
+            if "bad_file" in input_dict:
+                self.exclude(input_dict["bad_file"], input_dict.get("reason", "unreadable"))
+                continue
             gt_file = self._gt_file(input_dict)
-            gt = read_mask(gt_file)
-            for p in todo:
-                if p == "standard":
-                    fg = output["foreground"]
-                    fg = fg.detach().float().cpu().numpy() if isinstance(fg, torch.Tensor) else np.asarray(fg)
-                    fg = np.squeeze(fg)
-                    self._check_size(fg, gt, f"foreground map of {input_dict.get('file_name', image_id)}", gt_file)
-                    pred = np.round(np.clip(fg, 0.0, 1.0) * 255).astype(np.uint8)
-                else:
-                    pm = output["instances"].pred_masks
-                    pm = pm.detach().cpu().numpy() if isinstance(pm, torch.Tensor) else np.asarray(pm)
-                    pm = np.squeeze(pm)
-                    self._check_size(pm, gt, f"pred_masks of {input_dict.get('file_name', image_id)}", gt_file)
-                    pred = (pm != 0).astype(np.uint8) * 255
-                record = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
-                self._records[p][image_id] = record
-                self._append(p, image_id, record)
+            try:
+                gt = read_mask(gt_file)
+                self._score(input_dict, output, image_id, todo, gt, gt_file)
+            except BadFileError as e:
+                self.exclude(e.path or gt_file, e)
+
+    def _score(self, input_dict, output, image_id, todo, gt, gt_file):
+        records = {}
+        for p in todo:
+            if p == "standard":
+                fg = output["foreground"]
+                fg = fg.detach().float().cpu().numpy() if isinstance(fg, torch.Tensor) else np.asarray(fg)
+                fg = np.squeeze(fg)
+                self._check_size(fg, gt, f"foreground map of {input_dict.get('file_name', image_id)}",
+                                 gt_file, input_dict)
+                pred = np.round(np.clip(fg, 0.0, 1.0) * 255).astype(np.uint8)
+            else:
+                pm = output["instances"].pred_masks
+                pm = pm.detach().cpu().numpy() if isinstance(pm, torch.Tensor) else np.asarray(pm)
+                pm = np.squeeze(pm)
+                self._check_size(pm, gt, f"pred_masks of {input_dict.get('file_name', image_id)}",
+                                 gt_file, input_dict)
+                pred = (pm != 0).astype(np.uint8) * 255
+            records[p] = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
+        for p, record in records.items():  # all protocols or none: a mis-sized GT excludes the image from both
+            self._records[p][image_id] = record
+            self._append(p, image_id, record)
 
     # ---------------------------------------------------------------- results
     def evaluate(self):
-        records = self._records
+        records, excluded = self._records, self._excluded
         if comm.get_world_size() > 1:
             comm.synchronize()
-            gathered = comm.gather(records, dst=0)
+            gathered = comm.gather((records, excluded), dst=0)
             if not comm.is_main_process():
                 return {}
-            records = {p: dict(itertools.chain.from_iterable(g[p].items() for g in gathered)) for p in self.protocols}
+            records = {p: dict(itertools.chain.from_iterable(g[0][p].items() for g in gathered))
+                       for p in self.protocols}
+            excluded = dict(itertools.chain.from_iterable(g[1].items() for g in gathered))
+        if excluded:
+            listed = "; ".join(f"{p} ({r})" for p, r in sorted(excluded.items())[:10])
+            print(f"{self.dataset_name}: {len(excluded)} image(s) excluded from the scores (unreadable, or a GT "
+                  f"that does not fit): {listed}" + (" ..." if len(excluded) > 10 else ""), flush=True)
         if not any(records.values()):
             logger.warning(f"FocusEvaluator on {self.dataset_name}: no image was scored")
             return OrderedDict()
         merged = OrderedDict()
         for p in self.protocols:
-            res = result_dict(records[p], p, self.task, dataset=self.dataset_name)
+            res = result_dict(records[p], p, self.task, dataset=self.dataset_name, excluded=dict(excluded))
             names = list(standard_metric_names(self.task) if p == "standard" else FOCUS_METRICS)
-            title = f"{self.dataset_name}: {p} protocol ({len(records[p])} images)"
+            title = f"{self.dataset_name}: {p} protocol ({len(records[p])} images" + (
+                f", {len(excluded)} excluded)" if excluded else ")")
             if p == "focus":
                 title += "  [official names; BER = 0.75 x true BER in %, spec §13 item 1]"
             print(format_table([(self.dataset_name, res["metrics"])], names, title=title), flush=True)
@@ -194,13 +227,13 @@ class FocusEvaluator(DatasetEvaluator):
 
     def _write(self, protocol, res, names):
         base = Path(self.output_dir) / f"{_safe(self.dataset_name)}_{protocol}"
-        with open(f"{base}.json", "w") as fh:
+        with atomic_write(f"{base}.json") as fh:
             json.dump(json_safe(res), fh, indent=1)
-        with open(f"{base}.csv", "w", newline="") as fh:
+        with atomic_write(f"{base}.csv", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["dataset"] + names)
             w.writerow([self.dataset_name] + [res["metrics"][n] for n in names])
-        with open(f"{base}_per_image.csv", "w", newline="") as fh:
+        with atomic_write(f"{base}_per_image.csv", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["image_id"] + names)
             for image_id, r in res["per_image"].items():

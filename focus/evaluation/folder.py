@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..data.io import MASK_EXTENSIONS, list_files_by_stem, read_mask
+from ..errors import BadFileError, DatasetError
 from .metrics import CONVENTIONS, FOCUS_METRICS, aggregate, focus_image_metrics, standard_image_metrics, \
     standard_metric_names
 
@@ -27,7 +28,7 @@ def score_pair(pred, gt, protocol="standard", task=None, dataset_name=None):
     if protocol == "focus":
         # the official evaluator skips BER/F1/AUC on PASCAL-S by dataset name (spec §9.1)
         return focus_image_metrics(np.asarray(pred) > 128, gt, with_ber_f1_auc=dataset_name != "pascal")
-    raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected 'standard' or 'focus'")
+    raise DatasetError(f"Unknown evaluation protocol {protocol!r}; expected 'standard' or 'focus'")
 
 
 def public_record(record):
@@ -59,19 +60,32 @@ def score_folder(pred_dir, gt_dir, protocol="standard", task=None):
     and ``extra`` (lists of stems).
     """
     if protocol not in ("standard", "focus"):
-        raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected 'standard' or 'focus'")
+        raise DatasetError(f"Unknown evaluation protocol {protocol!r}; expected 'standard' or 'focus'")
     preds = list_files_by_stem(pred_dir, MASK_EXTENSIONS)
     gts = list_files_by_stem(gt_dir, MASK_EXTENSIONS)
     if not gts:
-        raise ValueError(f"No GT masks ({', '.join(MASK_EXTENSIONS)}) in {gt_dir}")
-    records, resized = {}, []
-    for stem in sorted(set(preds) & set(gts)):
-        gt = read_mask(gts[stem])
-        pred = read_mask(preds[stem])
+        raise DatasetError(f"no GT masks ({', '.join(MASK_EXTENSIONS)}) in {gt_dir}; check --gt")
+    if not preds:
+        raise DatasetError(f"no predictions ({', '.join(MASK_EXTENSIONS)}) in {pred_dir}; check --pred")
+    common = sorted(set(preds) & set(gts))
+    if not common:
+        raise DatasetError(f"no prediction in {pred_dir} has the name (stem) of a GT mask in {gt_dir} (e.g. "
+                           f"{sorted(preds)[0]!r} vs {sorted(gts)[0]!r}); predictions and GT are matched by name")
+    records, resized, excluded = {}, [], {}
+    for stem in common:
+        try:
+            gt = read_mask(gts[stem])
+            pred = read_mask(preds[stem])
+        except BadFileError as e:  # reported and excluded, never fatal
+            excluded[stem] = str(e)
+            continue
         if pred.shape != gt.shape:
             pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
             resized.append(stem)
         records[stem] = score_pair(pred, gt, protocol, task)
+    if not records:
+        raise DatasetError(f"no image could be scored: every prediction or GT file is unreadable (e.g. "
+                           f"{next(iter(excluded.values()))})")
     if protocol == "standard":
         names = standard_metric_names(task)
     else:
@@ -83,6 +97,7 @@ def score_folder(pred_dir, gt_dir, protocol="standard", task=None):
         resized=resized,
         missing=sorted(set(gts) - set(preds)),
         extra=sorted(set(preds) - set(gts)),
+        excluded=excluded,
     )
 
 
