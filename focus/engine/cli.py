@@ -29,6 +29,9 @@ def run_main(main, argv=None, prog=None):
     debug = debug_enabled(argv)
     argv = [a for a in argv if a != "--debug"]
     prog = prog or os.path.basename(sys.argv[0] or "focus")
+    previous = os.environ.get("FOCUS_DEBUG")
+    if debug:  # library code (e.g. the trainer's log filter) asks `debug_enabled()`
+        os.environ["FOCUS_DEBUG"] = "1"
     try:
         ret = main(argv)
     except UserError as e:
@@ -41,5 +44,8 @@ def run_main(main, argv=None, prog=None):
             raise
         print(f"{prog}: interrupted (Ctrl-C); files already written are complete", file=sys.stderr, flush=True)
         return 130
+    finally:
+        if debug and previous is None:
+            os.environ.pop("FOCUS_DEBUG", None)
     return ret if isinstance(ret, int) and not isinstance(ret, bool) else 0
 

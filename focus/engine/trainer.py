@@ -33,6 +33,7 @@ from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
 from ..data.faults import FAULTS, ExcludeBadSamples, SkipBadSamples
 from ..errors import MissingFileError, UserError
 from ..modeling.checkpoint import FOCUSCheckpointer
+from .cli import debug_enabled
 from .tta import FOCUSWithTTA
 
 __all__ = [
@@ -253,6 +254,29 @@ def inference_on_dataset(model, data_loader, evaluator):
     return results if results is not None else {}
 
 
+def check_test_datasets(cfg):
+    """Raise a `UserError` now if a `DATASETS.TEST` name is unknown or its folders are missing (the evaluation
+    after training would otherwise fail only at the end of the run)."""
+    from detectron2.data import MetadataCatalog
+
+    for name in cfg.DATASETS.TEST:
+        ensure_registered(name)
+        meta = MetadataCatalog.get(name)
+        for key in ("image_root", "mask_root"):
+            root = getattr(meta, key, None)
+            if root and not os.path.isdir(root):
+                prepare = getattr(meta, "prepare", "see datasets/README.md")
+                raise MissingFileError(f"DATASETS.TEST '{name}': folder {root} does not exist. Prepare it with: "
+                                       f"{prepare}, or set DATASETS.TEST", root)
+
+
+def _no_user_error_traceback(record):
+    """Log filter: detectron2's training loop logs every exception with its traceback; a `UserError` is printed
+    as one line by the tool instead (`focus.engine.cli`), unless `--debug` / `FOCUS_DEBUG=1`."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, UserError) and not debug_enabled())
+
+
 class FOCUSTrainer(DefaultTrainer):
     """`DefaultTrainer` with the FOCUS data, evaluator, optimizer, schedule, AMP and atomic checkpoints."""
 
@@ -263,6 +287,7 @@ class FOCUSTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_test_datasets(cfg)  # fail now, not after hours of training
         model = self.build_model(cfg)
         if cfg.MODEL.FOCUS.INFERENCE_DTYPE != "fp32":
             # reduced-precision inference stores the weights in that dtype: the evaluations during training would
@@ -316,9 +341,12 @@ class FOCUSTrainer(DefaultTrainer):
         """Train; the samples skipped as bad (`focus.data.faults`) are reported at the end, even after a failure."""
         if comm.is_main_process() and self.cfg.OUTPUT_DIR:
             FAULTS.reset(os.path.join(self.cfg.OUTPUT_DIR, "bad_samples.tsv"))
+        loop_logger = logging.getLogger("detectron2.engine.train_loop")
+        loop_logger.addFilter(_no_user_error_traceback)
         try:
             return super().train()
         finally:
+            loop_logger.removeFilter(_no_user_error_traceback)
             faults = FAULTS.faults()
             if faults and comm.is_main_process():
                 lines = "\n".join(f"  {p}: {r}" for p, r in sorted(faults.items()))
