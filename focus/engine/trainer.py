@@ -287,7 +287,6 @@ class FOCUSTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        check_test_datasets(cfg)  # fail now, not after hours of training
         model = self.build_model(cfg)
         if cfg.MODEL.FOCUS.INFERENCE_DTYPE != "fp32":
             # reduced-precision inference stores the weights in that dtype: the evaluations during training would
@@ -339,6 +338,7 @@ class FOCUSTrainer(DefaultTrainer):
 
     def train(self):
         """Train; the samples skipped as bad (`focus.data.faults`) are reported at the end, even after a failure."""
+        check_test_datasets(self.cfg)  # fail now, not after hours of training
         if comm.is_main_process() and self.cfg.OUTPUT_DIR:
             FAULTS.reset(os.path.join(self.cfg.OUTPUT_DIR, "bad_samples.tsv"))
         loop_logger = logging.getLogger("detectron2.engine.train_loop")
