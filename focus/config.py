@@ -11,7 +11,7 @@ the values that the shipped models use live in `configs/Base-FOCUS.yaml` and its
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_focus_config"]
+__all__ = ["add_focus_config", "get_focus_cfg", "inference_config"]
 
 
 def _add_deeplab_config(cfg):
@@ -40,7 +40,8 @@ def _add_deeplab_config(cfg):
 def _add_mask_former_config(cfg):
     """`MODEL.MASK_FORMER`, `MODEL.SEM_SEG_HEAD`, `INPUT`, `SOLVER`, `WANDB` keys (spec Appendix B)."""
     # data
-    cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper (both names use FocusDatasetMapper)
+    cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper, a name in focus.data.MAPPER_REGISTRY
+    cfg.INPUT.TEST_MAPPER_NAME = "focus_test_mapper"  # inference mapper (evaluation, predictor, demo)
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD-style colour augmentation in the training mapper
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 makes the category-constrained crop a plain crop
     cfg.INPUT.SIZE_DIVISIBILITY = -1  # official mapper: a fixed pad/crop *target size* (512), spec 8.1 step 5
@@ -187,17 +188,76 @@ def _add_focus_extras(cfg):
     """Keys that exist only in `focus`: evaluation protocol, datasets from folders, inference options."""
     cfg.TEST.EVAL_PROTOCOL = "standard"  # "standard" (pysodmetrics on soft maps), "focus" (official) or "both"
     cfg.TEST.SAVE_PER_IMAGE = True  # write per-image metrics next to the summary
-    cfg.MODEL.FOCUS = CN()
-    # dtype of the model at inference: "fp32", "bf16" or "fp16" (weights stored in it, not only autocast)
-    cfg.MODEL.FOCUS.INFERENCE_DTYPE = "fp32"
-    # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, norms, residuals and the pixel
-    # decoder fp32: the fp32 model's numerics under autocast) or "full" (every weight and activation in the dtype)
-    cfg.MODEL.FOCUS.INFERENCE_CAST = "autocast"
-    # eval on CPU without grad: nn.Linear weights packed once for oneDNN (25-35 % faster matmuls than F.linear)
-    cfg.MODEL.FOCUS.INFERENCE_PACK = True
+    # Inference preparation (`focus.modeling.inference.prepare_for_inference`, applied by the predictor, the demo,
+    # --eval-only and the benchmark; never by a forward). dtype: "fp32", "bf16" or "fp16" (weights stored in it)
+    cfg.TEST.INFERENCE_DTYPE = "fp32"
+    # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, the rest fp32: the fp32
+    # model's numerics under autocast) or "full" (every weight and activation in the dtype)
+    cfg.TEST.INFERENCE_CAST = "autocast"
+    # on CPU: nn.Linear weights packed once for oneDNN (faster matrix products than F.linear)
+    cfg.TEST.INFERENCE_PACK = True
     # training skips samples with an unreadable image or a mask that does not fit it (one warning each, reported
     # at the end) and stops only when more than this share of the training samples is bad (focus.data.faults)
     cfg.DATALOADER.MAX_BAD_SAMPLE_FRACTION = 0.2
+    for key in ("INFERENCE_DTYPE", "INFERENCE_CAST", "INFERENCE_PACK"):
+        cfg.register_renamed_key(f"MODEL.FOCUS.{key}", f"TEST.{key}")
+
+
+def get_focus_cfg(config_file=None, opts=()):
+    """A new (unfrozen) config: detectron2's defaults, every `focus` key, then `config_file` (a path; a relative
+    path that does not exist is looked up under the repository's `configs/`) and `KEY VALUE` `opts`."""
+    import os
+
+    from detectron2.config import get_cfg
+
+    import yaml
+
+    from .errors import MissingFileError
+
+    cfg = add_focus_config(get_cfg())
+    if config_file is not None:
+        path = str(config_file)
+        if not os.path.isfile(path):
+            candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", path)
+            if not os.path.isfile(candidate):
+                raise MissingFileError(f"config file not found: {config_file}; check --config-file", config_file)
+            path = candidate
+        try:
+            cfg.merge_from_file(path)
+        except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
+            raise _config_error(e, f"config file {path}") from None
+    try:
+        cfg.merge_from_list([str(o) if not isinstance(o, str) else o for o in opts])
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise _config_error(e, "the command-line overrides") from None
+    return cfg
+
+
+def _config_error(e, where):
+    """One-line `UserError` for a yacs/YAML failure `e` (unknown key, wrong type, odd override list, bad YAML)
+    naming the key or file and what to do."""
+    from .errors import UserError
+
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    msg = " ".join(msg.split())
+    if "Non-existent" in msg:
+        key = msg.split(":", 1)[-1].strip()
+        return UserError(f"unknown config key {key} in {where}; check its spelling (keys are listed in "
+                         f"focus/config.py, the members' config.py and detectron2's defaults)")
+    if msg.startswith("Type mismatch"):
+        return UserError(f"config value of the wrong type in {where}: {msg}")
+    if "odd length" in msg:
+        return UserError(f"config overrides must be KEY VALUE pairs: {msg}")
+    return UserError(f"cannot read {where}: {msg}")
+
+
+def inference_config(cfg):
+    """A frozen copy of `cfg` for inference: training-only parts are not built (FOCUS's CLIP tower, spec §6.6)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.CLIP_REFINER.ENABLED = False
+    cfg.freeze()
+    return cfg
 
 
 def add_focus_config(cfg):

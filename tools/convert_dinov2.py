@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from focus.data.io import atomic_write  # noqa: E402
+from focus.utils.file_io import atomic_write  # noqa: E402
 from focus.engine.cli import run_main  # noqa: E402
 from focus.errors import UserError  # noqa: E402
 from focus.modeling.checkpoint import load_state_file  # noqa: E402
@@ -105,11 +105,9 @@ def save(model, path):
     data = {"model": model, "__author__": "focus", "matching_heuristics": False}
     if str(path).endswith(".pkl"):
         data["model"] = {k: v.detach().cpu().numpy() for k, v in model.items()}
-        with atomic_write(path, "wb") as f:  # a failure or Ctrl-C never leaves a truncated file
-            pickle.dump(data, f)
+        atomic_write(path, lambda f: pickle.dump(data, f))  # a failure or Ctrl-C never leaves a truncated file
     else:
-        with atomic_write(path, "wb") as f:
-            torch.save(data, f)
+        atomic_write(path, lambda f: torch.save(data, f))
 
 
 def main(argv=None):

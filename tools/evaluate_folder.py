@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from focus.data.catalog import TASKS  # noqa: E402
-from focus.data.io import atomic_write  # noqa: E402
+from focus.utils.file_io import atomic_write  # noqa: E402
 from focus.engine.cli import run_main  # noqa: E402
 from focus.evaluation.folder import format_table, json_safe, score_folder  # noqa: E402
 
@@ -55,8 +55,7 @@ def main(argv=None):
         print(f"{len(res['undefined_per_image'])} image(s) with an undefined metric (excluded from its mean): "
               f"{res['undefined_per_image'][:10]}")
     if args.output:
-        with atomic_write(args.output) as fh:
-            json.dump(json_safe(res), fh, indent=1)
+        atomic_write(args.output, lambda fh: json.dump(json_safe(res), fh, indent=1), mode="w")
         print(f"wrote {args.output}")
     return res
 

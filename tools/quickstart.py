@@ -27,7 +27,7 @@ from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus  # noqa: E402,F401
-from focus.data.io import atomic_write  # noqa: E402
+from focus.utils.file_io import atomic_write  # noqa: E402
 from focus.data.synthetic import generate_dataset  # noqa: E402
 from focus.engine.cli import run_main  # noqa: E402
 from focus.engine.trainer import FOCUSTrainer, setup_cfg  # noqa: E402
@@ -156,8 +156,7 @@ def main(argv=None):
         "demo_exit_status": demo_status,
         "total_seconds": round(time.time() - t0, 1),
     }
-    with atomic_write(out / "summary.json") as fh:
-        fh.write(json.dumps(summary, indent=2))
+    atomic_write(str(out / "summary.json"), lambda fh: fh.write(json.dumps(summary, indent=2)), mode="w")
     log.info(f"[5/5] summary in {out / 'summary.json'}")
     print(f"\nQuick start finished in {summary['total_seconds']:.0f} s (seed {seed})")
     print(f"  S-measure (standard): model {s_model:.4f} | {BASELINE} {s_base:.4f} | gain {s_model - s_base:+.4f}")

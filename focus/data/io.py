@@ -17,10 +17,8 @@ installed. Images above `MAX_IMAGE_PIXELS` (env `FOCUS_MAX_IMAGE_PIXELS`, defaul
 
 Every error is a `focus.errors.BadFileError` (`MissingFileError` for a missing file) naming the offending file.
 """
-import contextlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +60,6 @@ __all__ = [
     "check_same_size",
     "list_files_by_stem",
     "file_stem",
-    "atomic_write",
 ]
 
 # Compared case-insensitively.
@@ -230,22 +227,3 @@ def check_same_size(image, mask, image_path, mask_path):
             mask_path,
         )
 
-
-@contextlib.contextmanager
-def atomic_write(path, mode="w", **kwargs):
-    """Open a temporary file next to `path` for writing and move it onto `path` only when the block ends
-    without error (flushed and fsynced first), so `path` is never left half-written, even by Ctrl-C or a kill."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=folder)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

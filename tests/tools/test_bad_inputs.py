@@ -6,7 +6,6 @@ line, a valid input must give the right output. `CASES` lists them all (the 15 o
 `why=True`).
 """
 import builtins
-import importlib.util
 import json
 import logging
 import pickle
@@ -36,17 +35,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ----------------------------------------------------------------------------------------------- the tools
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"focus_tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def tools():
-    return {"demo": _load("demo").main, "evaluate_folder": _load("evaluate_folder").main,
-            "train_net": _load("train_net").cli, "convert_dinov2": _load("convert_dinov2").main}
+def tools(load_tool):
+    return {"demo": load_tool("demo").main, "evaluate_folder": load_tool("evaluate_folder").main,
+            "train_net": load_tool("train_net").cli, "convert_dinov2": load_tool("convert_dinov2").main}
 
 
 @pytest.fixture(autouse=True)
