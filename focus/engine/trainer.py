@@ -33,7 +33,7 @@ from ..config import inference_config
 from ..data import ensure_registered
 from ..data.faults import FAULTS, ExcludeBadSamples, SkipBadSamples
 from ..data.mappers import build_mapper
-from ..errors import MissingFileError, UserError
+from ..errors import MissingFileError, UnknownNameError, UserError
 from ..modeling.checkpoint import FOCUSCheckpointer
 from ..utils.file_io import atomic_write
 from .cli import debug_enabled
@@ -431,6 +431,12 @@ def setup_cfg(config_file, opts=(), eval_only=False):
     """
     from ..config import get_focus_cfg
 
+    from detectron2.modeling import META_ARCH_REGISTRY
+
     cfg = get_focus_cfg(config_file, opts)
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name not in META_ARCH_REGISTRY:
+        known = ", ".join(sorted(n for n, _ in META_ARCH_REGISTRY))
+        raise UnknownNameError(f"MODEL.META_ARCHITECTURE: no model named {name!r}; registered: {known}")
     cfg.freeze()
     return inference_config(cfg) if eval_only else cfg
