@@ -470,9 +470,9 @@ def main(argv=None):
     result = run_benchmark(args)
     print(_summary(result))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from focus.utils.file_io import atomic_write
+
+        atomic_write(args.json, lambda f: json.dump(result, f, indent=2), mode="w")
     return result
 
 

@@ -19,6 +19,17 @@ def debug_enabled(argv=()):
     return "--debug" in argv or os.environ.get("FOCUS_DEBUG", "").lower() not in ("", "0", "false", "no")
 
 
+def one_line(err):
+    """The message of a `UserError`. One raised in a data-loader worker is re-raised by PyTorch with the worker's
+    traceback folded into its message ("Caught ... in DataLoader worker process 0. Original Traceback ..."):
+    keep only the original message, its last line."""
+    msg = str(err).strip()
+    if "Original Traceback" in msg:
+        last = msg.splitlines()[-1]
+        msg = last.split(": ", 1)[1] if last.startswith(type(err).__module__) and ": " in last else last
+    return " ".join(msg.split())
+
+
 def run_main(main, argv=None, prog=None):
     """Call ``main(argv)`` and turn its user errors into one line and an exit status.
 
@@ -37,7 +48,7 @@ def run_main(main, argv=None, prog=None):
     except UserError as e:
         if debug:
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         if debug:
