@@ -49,7 +49,8 @@ def baseline_model(batched_inputs):
         fg = gaussian_prior(x["height"], x["width"])
         inst = Instances((x["height"], x["width"]))
         inst.pred_masks = (fg > 0.5).to(torch.int32)
-        outs.append({"foreground": fg, "sem_seg": torch.stack([fg, 1 - fg]), "instances": inst})
+        outs.append({"foreground": fg, "mask": (fg > 0.5).to(torch.uint8), "sem_seg": torch.stack([fg, 1 - fg]),
+                     "instances": inst})
     return outs
 
 
