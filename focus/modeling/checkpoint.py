@@ -149,8 +149,8 @@ class FOCUSCheckpointer(DetectionCheckpointer):
     If the model defines `checkpoint_filter_fn(self, state_dict) -> state_dict` (timm-style), it is applied to the
     loaded state dict before loading: members use it to strip `module.`/`_orig_mod.` prefixes, drop or rename
     keys of their authors' released files. Keys under `sem_seg_head.predictor.clip_refiner.` are dropped by the
-    transformer decoder itself when the CLIP tower is not built. Shape mismatches, missing and unexpected
-    keys are logged as one warning.
+    transformer decoder itself when the CLIP tower is not built (docs/focus.md#clip-training-only). Shape
+    mismatches, missing and unexpected keys are logged as one warning.
     """
 
     _MODEL_PREFIXES = ("backbone.", "sem_seg_head.", "criterion.")
@@ -162,9 +162,9 @@ class FOCUSCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename):
         """`.safetensors`: a bare state dict. `.pkl` (safe unpickler): a FOCUS state dict (bare, or under "model"
-        without detectron2's "__author__" tag) is loaded as is; any other `.pkl` (e.g. the converted DINOv2
-        weights, or a detectron2/Caffe2 model-zoo file) follows detectron2's rules, including its Caffe2 name
-        matching. `.pth` and others: `torch.load(weights_only=True)`, with detectron2's query handling."""
+        without detectron2's "__author__" tag) is loaded as is; any other `.pkl` (the converted DINOv2 weights,
+        docs/focus.md#weights, or a detectron2/Caffe2 model-zoo file) follows detectron2's rules, including its
+        Caffe2 name matching. `.pth` and others: `torch.load(weights_only=True)`, with detectron2's query handling."""
         if filename.endswith(".safetensors"):
             return {"model": _safetensors_load(filename)}
         if filename.endswith(".pkl"):
