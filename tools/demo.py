@@ -34,6 +34,7 @@ from tqdm import tqdm  # noqa: E402
 import focus  # noqa: E402,F401  (registers the components)
 from focus.data.io import IMAGE_EXTENSIONS, read_image  # noqa: E402
 from focus.engine import setup_cfg  # noqa: E402
+from focus.engine.trainer import check_device  # noqa: E402
 from focus.engine.cli import run_main  # noqa: E402
 from focus.engine.predictor import Predictor  # noqa: E402
 from focus.errors import UserError  # noqa: E402
@@ -340,7 +341,7 @@ def main(argv=None):
     config_file = resolve_config(args.config_file)
     if not os.path.isfile(config_file):
         get_parser().error(f"--config-file: config file not found: {args.config_file}")
-    cfg = setup_cfg(config_file, args.opts, eval_only=True)
+    cfg = check_device(setup_cfg(config_file, args.opts, eval_only=True))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     configure_malloc(args.malloc)

@@ -17,7 +17,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch  # 
 
 import focus  # noqa: E402,F401  (registers the components)
 from focus.engine.cli import run_main  # noqa: E402
-from focus.engine.trainer import Trainer, setup_cfg  # noqa: E402
+from focus.engine.trainer import Trainer, check_device, setup_cfg  # noqa: E402
 from focus.modeling.inference import inference_options, prepare_for_inference  # noqa: E402
 from malloc_policy import MALLOC_POLICIES, configure_malloc, default_malloc_policy  # noqa: E402  (tools/)
 
@@ -26,7 +26,7 @@ def main(args):
     # --eval-only: reuse freed activation memory across images instead of page-faulting it in; training: return
     # large freed blocks to the system, for a lower peak (tools/malloc_policy.py)
     configure_malloc(getattr(args, "malloc", None) or default_malloc_policy(training=not args.eval_only))
-    cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+    cfg = check_device(setup_cfg(args.config_file, args.opts, eval_only=args.eval_only))
     default_setup(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

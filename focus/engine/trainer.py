@@ -50,6 +50,7 @@ __all__ = [
     "inference_on_dataset",
     "amp_dtype",
     "setup_cfg",
+    "check_device",
     "store_frozen_in",
 ]
 
@@ -425,6 +426,20 @@ class Trainer(DefaultTrainer):
 
 
 FOCUSTrainer = Trainer  # the earlier name
+
+
+def check_device(cfg):
+    """Raise a one-line `UserError` if `MODEL.DEVICE` names a device this machine does not have (detectron2's
+    default is "cuda"; a CPU-only machine needs `MODEL.DEVICE cpu`)."""
+    device = str(cfg.MODEL.DEVICE)
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"MODEL.DEVICE {device!r} is not a device name; use cpu, cuda or cuda:<index>") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"MODEL.DEVICE is {device!r} but no CUDA GPU is available here; add MODEL.DEVICE cpu to "
+                        f"the command line (demo: after --opts)")
+    return cfg
 
 
 def setup_cfg(config_file, opts=(), eval_only=False):
