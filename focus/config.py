@@ -40,7 +40,8 @@ def _add_deeplab_config(cfg):
 def _add_mask_former_config(cfg):
     """`MODEL.MASK_FORMER`, `MODEL.SEM_SEG_HEAD`, `INPUT`, `SOLVER`, `WANDB` keys (spec Appendix B)."""
     # data
-    cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper (both names use FocusDatasetMapper)
+    cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper, a name in focus.data.MAPPER_REGISTRY
+    cfg.INPUT.TEST_MAPPER_NAME = "focus_test_mapper"  # inference mapper (evaluation, predictor, demo)
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD-style colour augmentation in the training mapper
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 makes the category-constrained crop a plain crop
     cfg.INPUT.SIZE_DIVISIBILITY = -1  # official mapper: a fixed pad/crop *target size* (512), spec 8.1 step 5
@@ -195,6 +196,16 @@ def _add_focus_extras(cfg):
     cfg.MODEL.FOCUS.INFERENCE_CAST = "autocast"
     # eval on CPU without grad: nn.Linear weights packed once for oneDNN (25-35 % faster matmuls than F.linear)
     cfg.MODEL.FOCUS.INFERENCE_PACK = True
+    # solver options some members' official recipes need (focus.engine.lr_scheduler, build_optimizer):
+    # clip (SOLVER.CLIP_GRADIENTS) *after* optimizer.step instead of before, i.e. without effect on the update
+    cfg.SOLVER.CLIP_GRADIENTS.AFTER_STEP = False
+    # "EpochStepDecayRecursiveCosineLR": per epoch of EPOCH_ITERS iterations, lr = BASE_LR * GAMMA^(epoch //
+    # STEP_DECAY) then one recursive CosineAnnealingLR(T_MAX, ETA_MIN) step on it (PyTorch's closed recursion)
+    cfg.SOLVER.EPOCH_ITERS = 0
+    cfg.SOLVER.EPOCH_STEP_DECAY = 80
+    cfg.SOLVER.EPOCH_STEP_GAMMA = 0.1
+    cfg.SOLVER.EPOCH_COSINE_T_MAX = 20
+    cfg.SOLVER.EPOCH_COSINE_ETA_MIN = 0.0
 
 
 def add_focus_config(cfg):
@@ -209,4 +220,7 @@ def add_focus_config(cfg):
     _add_dinov2_config(cfg)
     _add_cliprefiner_config(cfg)
     _add_focus_extras(cfg)
+    from .modeling.run.config import add_run_config
+
+    add_run_config(cfg)
     return cfg

@@ -15,11 +15,15 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.registry import Registry
 
 from .catalog import ensure_registered
 from .io import binarize_mask, check_same_size, read_image, read_mask
 
 __all__ = [
+    "MAPPER_REGISTRY",
+    "register_mapper",
+    "build_mapper",
     "FocusDatasetMapper",
     "FocusTestMapper",
     "mask_to_labels",
@@ -29,6 +33,32 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAPPER_REGISTRY = Registry("MAPPER")
+MAPPER_REGISTRY.__doc__ = """Dataset mappers by name: `INPUT.DATASET_MAPPER_NAME` (training) and `INPUT.TEST_MAPPER_NAME`
+(inference). Each is built as `MAPPER_REGISTRY.get(name)(cfg, is_train)`. A test mapper maps a dataset dict
+(`__call__`, reads the file) and an in-memory image (`map_image(image, **extras)`) to the model's input dict."""
+
+
+def register_mapper(name):
+    """Class decorator: register a mapper under `name` (config values are names, not class names)."""
+
+    def deco(cls):
+        MAPPER_REGISTRY._do_register(name, cls)  # fvcore's `register` only takes the class name
+        return cls
+
+    return deco
+
+
+def build_mapper(cfg, is_train):
+    """The registered mapper that `cfg` names for training (`INPUT.DATASET_MAPPER_NAME`) or inference
+    (`INPUT.TEST_MAPPER_NAME`), built from `cfg`."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME if is_train else cfg.INPUT.TEST_MAPPER_NAME
+    key = "INPUT.DATASET_MAPPER_NAME" if is_train else "INPUT.TEST_MAPPER_NAME"
+    if name not in MAPPER_REGISTRY:
+        known = ", ".join(sorted(n for n, _ in MAPPER_REGISTRY))
+        raise KeyError(f"{key}: no mapper named {name!r}; registered mappers: {known}")
+    return MAPPER_REGISTRY.get(name)(cfg, is_train)
 
 
 def mask_to_labels(mask):
