@@ -98,6 +98,7 @@ def _read_pair(dataset_dict):
     return image, mask
 
 
+@register_mapper("focus_dataset_mapper")
 class FocusDatasetMapper:
     """Training mapper (official `FocusDatasetMapper`, spec §8.1).
 
@@ -181,6 +182,7 @@ class FocusDatasetMapper:
         return dataset_dict
 
 
+@register_mapper("focus_test_mapper")
 class FocusTestMapper:
     """Test mapper: detectron2 ``DatasetMapper(is_train=False)`` semantics (spec §8.1, last paragraph).
 
@@ -190,13 +192,15 @@ class FocusTestMapper:
     """
 
     @configurable
-    def __init__(self, *, min_size=512, max_size=2048, image_format="RGB"):
+    def __init__(self, is_train=False, *, min_size=512, max_size=2048, image_format="RGB"):
+        if is_train:
+            raise ValueError("FocusTestMapper is the inference mapper; use FocusDatasetMapper for training")
         self.resize = T.ResizeShortestEdge(min_size, max_size)
         self.image_format = image_format
 
     @classmethod
-    def from_config(cls, cfg):
-        return {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
+    def from_config(cls, cfg, is_train=False):
+        return {"is_train": is_train, "min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
                 "image_format": cfg.INPUT.FORMAT}
 
     def __call__(self, dataset_dict):
@@ -215,9 +219,9 @@ def build_train_loader(cfg):
     """detectron2 infinite training loader over all ``cfg.DATASETS.TRAIN`` with `FocusDatasetMapper`."""
     for name in cfg.DATASETS.TRAIN:
         ensure_registered(name)
-    return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+    return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
 
 
 def build_test_loader(cfg, dataset_name):
     """detectron2 inference loader (batch 1) of `dataset_name` with `FocusTestMapper`."""
-    return build_detection_test_loader(cfg, ensure_registered(dataset_name), mapper=FocusTestMapper(cfg))
+    return build_detection_test_loader(cfg, ensure_registered(dataset_name), mapper=build_mapper(cfg, is_train=False))

@@ -29,7 +29,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
-from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
+from ..data import build_mapper, ensure_registered
 from ..modeling.checkpoint import FOCUSCheckpointer
 from .lr_scheduler import LR_SCHEDULERS
 from .lr_scheduler import build_lr_scheduler as build_focus_lr_scheduler
@@ -310,12 +310,12 @@ class FOCUSTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=FocusTestMapper(cfg))
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -141,7 +141,7 @@ class RUN(RUNNetwork):
         only with MODEL.RUN.LOSS.ADD_RECONSTRUCTION (docs/run.md#q2)."""
         gts = torch.stack([x["gt"] for x in batched_inputs]).to(self.device).float()
         edges = torch.stack([x["edge"] for x in batched_inputs]).to(self.device).float()
-        o = self.run_network(images, "all")
+        o = self.run_network(images, "all", robe_grad=self.add_reconstruction)
 
         def s(pred):
             return structure_loss(pred, gts, weighted_bce=self.weighted_bce)
@@ -154,9 +154,10 @@ class RUN(RUNNetwork):
             "loss_ual": self.ual_weight * self._ual_coef() * uncertainty_loss(o["f1"]),
         }
         pairs = zip(("f4", "f3", "f2", "f1"), ("pred_b4", "pred_b3", "pred_b2", "pred_b1"), self.reconstruction_weights)
-        rec = sum(wt * F.mse_loss(o[m] * images + o[b], images) for m, b, wt in pairs)
+        with torch.set_grad_enabled(self.add_reconstruction and torch.is_grad_enabled()):
+            rec = sum(wt * F.mse_loss(o[m] * images + o[b], images) for m, b, wt in pairs)
         if self.add_reconstruction:
             losses["loss_reconstruction"] = rec
         else:
-            get_event_storage().put_scalar("run_loss_reconstruction_not_added", rec.detach().item())
+            get_event_storage().put_scalar("run_loss_reconstruction_not_added", rec.item())
         return losses

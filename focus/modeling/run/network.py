@@ -63,13 +63,14 @@ class RUNNetwork(nn.Module):
         # SOFS, re-created with random weights at every call in the official forward (docs/run.md#q1)
         self.selective_mamba = Selectivemamba(c, scan_backend=scan_backend)
 
-    def run_network(self, image, outputs="all"):
+    def run_network(self, image, outputs="all", robe_grad=True):
         """Official forward. `outputs`: "all" (the 13 official outputs) or "prediction" (only those the evaluated
         map depends on, `PREDICTION_OUTPUTS`: bit-identical values, without SOFS, m-hat and ROBE).
 
         Returns an OrderedDict name -> tensor in `OUTPUT_NAMES` order, all at the image size: masks (B, 1, H, W)
         logits, edges (B, 1, H, W) in [0, 1], backgrounds (B, 3, H, W) in normalised-image units; plus
-        "prior_cam" (B, 1, h/32, w/32) and, with "all", "prior_cam4" and "pred_m4_hat".
+        "prior_cam" (B, 1, h/32, w/32) and, with "all", "prior_cam4" and "pred_m4_hat". `robe_grad=False` runs ROBE
+        (pred_b4..pred_b1) without autograd: same values, for when no loss uses them (docs/run.md#q2).
         """
         if outputs not in ("all", "prediction"):
             raise ValueError(f"outputs must be 'all' or 'prediction', got {outputs!r}")
@@ -98,10 +99,11 @@ class RUNNetwork(nn.Module):
         f4_fused = self.conv_final2(torch.cat([0.1 * pred_m4, f4_up], 1))
         f4_fused = self.conv_final(torch.cat([0.1 * pred_m4_hat, f4_fused], 1))
         backgrounds, prev = [], pred_b0
-        for m in (f4_fused, f3_up, f2_up, f1_up):
-            b_hat = (self.Lambda * prev + image - m * image) / ((1 + self.Lambda) * 1 + 1e-6)
-            prev = self.adjustIllu_model(torch.cat([m, b_hat, image], 1))
-            backgrounds.append(prev)
+        with torch.set_grad_enabled(robe_grad and torch.is_grad_enabled()):
+            for m in (f4_fused, f3_up, f2_up, f1_up):
+                b_hat = (self.Lambda * prev + image - m * image) / ((1 + self.Lambda) * 1 + 1e-6)
+                prev = self.adjustIllu_model(torch.cat([m, b_hat, image], 1))
+                backgrounds.append(prev)
         ordered = OrderedDict(pred_0=pred_0, f4=f4_fused)
         for name in OUTPUT_NAMES[2:8]:
             ordered[name] = out[name]
