@@ -203,25 +203,29 @@ class FocusTestMapper:
         return {"is_train": is_train, "min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
                 "image_format": cfg.INPUT.FORMAT}
 
-    def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_image(dataset_dict["file_name"])
+    def map_image(self, image):
+        """Model input for an RGB uint8 `(H, W, 3)` array: `{"image": uint8 (3, h', w'), "height": H, "width": W}`."""
         if self.image_format == "BGR":
             image = image[:, :, ::-1]
-        dataset_dict["height"], dataset_dict["width"] = image.shape[:2]
+        height, width = image.shape[:2]
         aug_input = T.AugInput(image)
         self.resize(aug_input)
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
         return dataset_dict
 
 
 def build_train_loader(cfg):
-    """detectron2 infinite training loader over all ``cfg.DATASETS.TRAIN`` with `FocusDatasetMapper`."""
+    """detectron2 infinite training loader over all ``cfg.DATASETS.TRAIN`` with the configured training mapper."""
     for name in cfg.DATASETS.TRAIN:
         ensure_registered(name)
     return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
 
 
 def build_test_loader(cfg, dataset_name):
-    """detectron2 inference loader (batch 1) of `dataset_name` with `FocusTestMapper`."""
+    """detectron2 inference loader (batch 1) of `dataset_name` with the configured test mapper."""
     return build_detection_test_loader(cfg, ensure_registered(dataset_name), mapper=build_mapper(cfg, is_train=False))
