@@ -2,13 +2,11 @@
 (bare state dict, `module.` prefixes), reproduces the official saved map of each input to 1e-4."""
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +30,9 @@ def golden(shared_reference, tmp_path_factory):
 def _model(weights, opts=()):
     from detectron2.modeling import build_model
 
-    from focus.engine.trainer import setup_cfg
+    from focus.config import get_focus_cfg
 
-    cfg = setup_cfg(str(ROOT / "configs" / "run" / "golden.yaml"), list(opts))
+    cfg = get_focus_cfg("run/golden.yaml", list(opts))
     model = build_model(cfg).eval()
     state = torch.load(weights, map_location="cpu", weights_only=True)
     incompatible = model.load_state_dict(model.checkpoint_filter_fn(state), strict=True)
@@ -91,9 +89,9 @@ def test_released_checkpoint_without_prefix_and_sofs_summary(golden, tmp_path, c
     bare = {k[len("module."):]: v for k, v in state.items() if not k.startswith("module.selective_mamba.")}
     from detectron2.modeling import build_model
 
-    from focus.engine.trainer import setup_cfg
+    from focus.config import get_focus_cfg
 
-    model = build_model(setup_cfg(str(ROOT / "configs" / "run" / "golden.yaml")))
+    model = build_model(get_focus_cfg("run/golden.yaml"))
     with caplog.at_level("WARNING"):
         filtered = model.checkpoint_filter_fn(bare)
     res = model.load_state_dict(filtered, strict=False)
@@ -101,3 +99,20 @@ def test_released_checkpoint_without_prefix_and_sofs_summary(golden, tmp_path, c
     assert res.missing_keys and all(k.startswith("selective_mamba.") for k in res.missing_keys)
     lines = [r.getMessage() for r in caplog.records if "selective_mamba" in r.getMessage()]
     assert len(lines) == 1 and "56 selective_mamba" in lines[0]
+
+
+def test_golden_through_predictor(golden, single_thread):
+    """The demo's predictor, built from golden.yaml with MODEL.WEIGHTS = the released-style file: `soft` of each
+    golden input equals the official `final.prob` within 1e-4."""
+    from focus.config import get_focus_cfg
+    from focus.engine.predictor import Predictor
+
+    weights, outputs, _, gdir = golden
+    predictor = Predictor(get_focus_cfg("run/golden.yaml", ["MODEL.WEIGHTS", str(weights)]))
+    for name in ("img1_512x512", "img2_h233_w411"):
+        ref = outputs[name]["final"]["prob"]
+        res = predictor(_image(gdir, name))
+        assert res["soft"].shape == tuple(ref.shape) and res["mask"].dtype == np.uint8
+        diff = np.abs(res["soft"] - ref.numpy()).max()
+        assert diff < 1e-4, f"{name}: soft vs final.prob max abs diff {diff}"
+        assert np.array_equal(res["mask"], (res["soft"] > 0.5).astype(np.uint8))

@@ -1,18 +1,16 @@
 """RUN built from its configs: the released architecture against the manifest, input-size checks, the
 eval contract and the loss dict of a tiny model."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cfg(name, opts=()):
-    from focus.engine.trainer import setup_cfg
+    from focus.config import get_focus_cfg
 
-    return setup_cfg(str(ROOT / "configs" / "run" / name), list(opts))
+    return get_focus_cfg(f"run/{name}", list(opts))
 
 
 def test_run_r50_matches_manifest(shared_reference):
