@@ -1,19 +1,24 @@
+#!/usr/bin/env python
 """Timing of the selective-scan implementations on the shapes of the released RUN (ResNet-50, 192 channels,
 384 input: the SS2D of each SOFS VSS block scans 4 x 384 channels of 12 x 12 = 144 tokens with 16 states).
 
-    python -m focus.layers.selective_scan.benchmark [--reps 30] [--threads 2] [--backward]
+    python tools/benchmark_selective_scan.py [--reps 30] [--threads 2] [--backward]
 
 Prints one JSON line per implementation (best and median milliseconds over `reps` calls, interleaved so that
 a loaded machine affects both alike) and the speed-up of "blocked" over "reference".
 """
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
 
-from .functions import selective_scan_blocked, selective_scan_reference
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from focus.layers.selective_scan import selective_scan_blocked, selective_scan_reference  # noqa: E402
 
 __all__ = ["RUN_R50_384", "make_inputs", "benchmark"]
 
