@@ -91,12 +91,10 @@ def _blocked_scan(a, b, block):
     a = a.view(k, block, m)
     b = b.view(k, block, m)
     h = torch.empty_like(b)
-    p = torch.empty_like(a)
     h[:, 0] = b[:, 0]
-    p[:, 0] = a[:, 0]
     for t in range(1, block):
         torch.addcmul(b[:, t], a[:, t], h[:, t - 1], out=h[:, t])
-        torch.mul(a[:, t], p[:, t - 1], out=p[:, t])
+    p = torch.cumprod(a, dim=1)  # decay from each block's start
     carry = h.new_zeros(k, m)  # state entering block j
     for j in range(1, k):
         torch.addcmul(h[j - 1, -1], p[j - 1, -1], carry[j - 1], out=carry[j])
