@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
+
+from focus.layers.selective_scan import BACKENDS
 
 from ..losses import dice_loss, structure_loss, uncertainty_loss
 from .config import check_input_size
@@ -31,7 +32,7 @@ class RUN(RUNNetwork):
 
     Eval output per image: `foreground` (H, W) float32 in [0, 1], the map the official test script saves
     (stage-1 logits resized to (H, W), sigmoid, per-image min-max); `mask` = foreground > 0.5 (uint8);
-    `sigmoid` (the map before the min-max); `instances.pred_masks` (1, H, W) for the `focus` protocol.
+    `sigmoid` (the map before the min-max).
     """
 
     @configurable
@@ -40,6 +41,8 @@ class RUN(RUNNetwork):
                  test_outputs="prediction", test_minmax=True, train_sofs=False, weighted_bce=False,
                  add_reconstruction=False, reconstruction_weights=(0.125, 0.25, 0.5, 1.0), ual_weight=2.0,
                  ual_ramp="epoch", ual_ramp_iters=289, max_iter=1):
+        if scan_backend not in (None, "", *BACKENDS):
+            raise ValueError(f"MODEL.RUN.SCAN_BACKEND must be '' (by device) or one of {BACKENDS}, got {scan_backend!r}")
         super().__init__(channels, backbone_layers, backbone_weights, scan_backend or None)
         self.input_size = check_input_size(input_size)
         if test_outputs not in ("prediction", "all"):
@@ -121,10 +124,7 @@ class RUN(RUNNetwork):
         logits = F.interpolate(outs["f1"][i:i + 1].float(), size=(h, w), mode="bilinear", align_corners=False)
         sig = torch.sigmoid(logits)[0, 0]
         fg = (sig - sig.min()) / (sig.max() - sig.min() + 1e-8) if self.test_minmax else sig
-        mask = (fg > 0.5).to(torch.uint8)
-        inst = Instances((h, w))
-        inst.pred_masks = mask[None].bool()
-        res = {"foreground": fg, "mask": mask, "sigmoid": sig, "instances": inst}
+        res = {"foreground": fg, "mask": (fg > 0.5).to(torch.uint8), "sigmoid": sig}
         if self.test_outputs == "all":
             res["run_outputs"] = {k: v[i] for k, v in outs.items()}
         return res
