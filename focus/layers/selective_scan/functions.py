@@ -1,5 +1,6 @@
 """Selective scan (the S6 recurrence of Mamba) as a function: the PyTorch reference, a blocked scan with a
-hand-written backward, and the dispatcher `selective_scan` that picks one of them by device.
+hand-written backward, the compiled CPU kernel (forward), and the dispatcher `selective_scan` that picks one of
+them by device.
 
 Semantics (those of mamba-ssm's `selective_scan_fn` without `z`, as RUN's SS2D calls it; docs/run.md#scan):
 for every batch item b and channel c, with its group g = c // (D / G), computed in float32 whatever the input
@@ -12,16 +13,19 @@ dtype (float64 inputs stay float64, for gradcheck),
 import torch
 import torch.nn.functional as F
 
+from . import extension
+
 __all__ = [
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_blocked",
+    "selective_scan_cpu_kernel",
     "selective_scan_backend",
     "linear_recurrence",
     "BACKENDS",
 ]
 
-BACKENDS = ("reference", "blocked")
+BACKENDS = ("reference", "blocked", "cpu_kernel")
 
 
 def _work_dtype(u):
@@ -154,18 +158,43 @@ def selective_scan_blocked(u, delta, A, B, C, D=None, delta_bias=None, block=Non
     return _finish(y.permute(1, 2, 0), u, D, dtype_in)
 
 
-def selective_scan_backend(device):
-    """Name of the implementation `selective_scan` uses for tensors on `device`: "blocked" on CPU and CUDA
-    (measured faster there, docs/run.md#scan), "reference" on any other device type."""
-    return "blocked" if torch.device(device).type in ("cpu", "cuda") else "reference"
+def selective_scan_cpu_kernel(u, delta, A, B, C, D=None, delta_bias=None):
+    """Same function as `selective_scan_reference` by the compiled CPU kernel (`extension.load_cpu_extension()`),
+    forward only: one fused pass per (batch, channel) with the states in a vectorised inner loop."""
+    ext = extension.cpu_extension()
+    if ext is None:
+        raise RuntimeError("the selective-scan CPU kernel is not loaded: call "
+                           "focus.layers.selective_scan.load_cpu_extension() or set FOCUS_CPU_EXT=1")
+    work = _work_dtype(u)
+    empty = u.new_empty(0, dtype=work)
+    y = ext.selective_scan_fwd(u.to(work), delta.to(work), A.to(work), B.to(work), C.to(work),
+                               empty if D is None else D.to(work), empty if delta_bias is None else delta_bias.to(work))
+    return y.to(u.dtype)
+
+
+def selective_scan_backend(device, requires_grad=False):
+    """Name of the implementation `selective_scan` uses for tensors on `device`: on CPU the compiled kernel when it
+    is loaded and no gradient is needed, else "blocked" (CPU and CUDA; measured faster than the reference,
+    docs/run.md#scan); "reference" on any other device type."""
+    device_type = torch.device(device).type
+    if device_type == "cpu" and not requires_grad and extension.cpu_extension() is not None:
+        return "cpu_kernel"
+    return "blocked" if device_type in ("cpu", "cuda") else "reference"
 
 
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, backend=None):
     """Selective scan dispatched by device (`selective_scan_backend`) or by an explicit `backend` name
-    ("reference" or "blocked"). Same arguments and result as `selective_scan_reference`."""
-    backend = backend or selective_scan_backend(u.device)
+    ("reference", "blocked" or "cpu_kernel"). Same arguments and result as `selective_scan_reference`."""
+    inputs = [t for t in (u, delta, A, B, C, D, delta_bias) if t is not None]
+    requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    backend = backend or selective_scan_backend(u.device, requires_grad)
     if backend == "blocked":
         return selective_scan_blocked(u, delta, A, B, C, D, delta_bias)
     if backend == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, delta_bias)
+    if backend == "cpu_kernel":
+        if requires_grad:
+            raise ValueError("selective_scan backend 'cpu_kernel' has no backward: use 'blocked' or 'reference' "
+                             "when a gradient is needed")
+        return selective_scan_cpu_kernel(u, delta, A, B, C, D, delta_bias)
     raise ValueError(f"selective_scan backend must be one of {BACKENDS}, got {backend!r}")
