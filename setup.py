@@ -40,7 +40,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["focus", "focus.*"]),
-    package_data={"focus.layers.ms_deform_attn": ["csrc/*", "csrc/*/*"]},
+    package_data={"focus.layers.ms_deform_attn": ["csrc/*", "csrc/*/*"], "focus.layers.selective_scan": ["csrc/*"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -207,6 +207,16 @@ def _add_focus_extras(cfg):
     cfg.DATALOADER.MAX_BAD_SAMPLE_FRACTION = 0.2
     for key in ("INFERENCE_DTYPE", "INFERENCE_CAST", "INFERENCE_PACK"):
         cfg.register_renamed_key(f"MODEL.FOCUS.{key}", f"TEST.{key}")
+    # solver options some members' official recipes need (focus.engine.lr_scheduler, build_optimizer):
+    # clip (SOLVER.CLIP_GRADIENTS) *after* optimizer.step instead of before, i.e. without effect on the update
+    cfg.SOLVER.CLIP_GRADIENTS.AFTER_STEP = False
+    # "EpochStepDecayRecursiveCosineLR": per epoch of EPOCH_ITERS iterations, lr = BASE_LR * GAMMA^(epoch //
+    # STEP_DECAY) then one recursive CosineAnnealingLR(T_MAX, ETA_MIN) step on it (PyTorch's closed recursion)
+    cfg.SOLVER.EPOCH_ITERS = 0
+    cfg.SOLVER.EPOCH_STEP_DECAY = 80
+    cfg.SOLVER.EPOCH_STEP_GAMMA = 0.1
+    cfg.SOLVER.EPOCH_COSINE_T_MAX = 20
+    cfg.SOLVER.EPOCH_COSINE_ETA_MIN = 0.0
 
 
 def get_focus_cfg(config_file=None, opts=()):
@@ -279,4 +289,7 @@ def add_focus_config(cfg):
     _add_dinov2_config(cfg)
     _add_cliprefiner_config(cfg)
     _add_focus_extras(cfg)
+    from .modeling.run.config import add_run_config
+
+    add_run_config(cfg)
     return cfg

@@ -39,6 +39,8 @@ from ..errors import MissingFileError, UnknownNameError, UserError
 from ..modeling.checkpoint import FOCUSCheckpointer
 from ..utils.file_io import atomic_write
 from .cli import debug_enabled
+from .lr_scheduler import LR_SCHEDULERS
+from .lr_scheduler import build_lr_scheduler as build_focus_lr_scheduler
 from .tta import TTAModel
 
 __all__ = [
@@ -206,8 +208,28 @@ def build_optimizer(cfg, model):
         optimizer = with_full_model_clipping(torch.optim.SGD)(params, cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
     else:
         raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
-    if not full_model:
+    if clip.ENABLED and clip.AFTER_STEP:
+        # clipping after the update (a recipe's defect reproduced on request): the clipped gradients are never used
+        optimizer = _clip_after_step(optimizer, clip)
+    elif not full_model:
         optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    return optimizer
+
+
+def _clip_after_step(optimizer, clip):
+    """Make `optimizer.step()` clip the gradients (SOLVER.CLIP_GRADIENTS: value or norm) after updating."""
+    cls = type(optimizer)
+
+    def step(self, closure=None):
+        out = cls.step(self, closure)
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if clip.CLIP_TYPE == "value":
+            torch.nn.utils.clip_grad_value_(params, clip.CLIP_VALUE)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
+        return out
+
+    optimizer.__class__ = type(cls.__name__ + "WithClipAfterStep", (cls,), {"step": step})
     return optimizer
 
 
@@ -382,6 +404,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
+        if cfg.SOLVER.LR_SCHEDULER_NAME in LR_SCHEDULERS:
+            return build_focus_lr_scheduler(cfg, optimizer)
         return build_deeplab_lr_scheduler(cfg, optimizer)
 
     def resume_or_load(self, resume=True):

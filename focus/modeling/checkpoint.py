@@ -218,6 +218,15 @@ class FOCUSCheckpointer(DetectionCheckpointer):
             checkpoint["model"] = filter_fn(state_dict)
         return super()._load_model(checkpoint)
 
+    def _load_model(self, checkpoint):
+        """Apply the model's `checkpoint_filter_fn(state_dict) -> state_dict` (timm-style, when it has one: strip
+        prefixes, drop or rename keys of released files) before loading."""
+        model = getattr(self.model, "module", self.model)  # DDP-wrapped during training
+        filter_fn = getattr(model, "checkpoint_filter_fn", None)
+        if callable(filter_fn):
+            checkpoint["model"] = filter_fn(checkpoint["model"])
+        return super()._load_model(checkpoint)
+
     def _log_incompatible_keys(self, incompatible):
         missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
         lines = []
