@@ -6,7 +6,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backbone.resnet import ResNetFeatures
-from ..losses.weak import cosine_ramp, partial_bce, structure_loss, uncertainty_loss
+from ..losses.structure import structure_loss, uncertainty_loss
+from ..losses.weak import cosine_ramp, partial_bce
 from .modules import DecoderChain, FusionNeck, GlobalPrior
 
 __all__ = ["WSSAM", "binary_entropy", "pseudo_pixel_weights"]
@@ -217,7 +218,8 @@ class WSSAM(nn.Module):
             if weights is None:
                 weights = pseudo_pixel_weights(pseudo, self.pixel_weighting)
             loss = sum(
-                w * structure_loss(p, pseudo, weights, weighted_bce=self.fix_structure_bce) for w, p in zip(dsw, outputs)
+                w * structure_loss(p, pseudo, self.fix_structure_bce, pixel_weight=weights, iou_eps=0.0)
+                for w, p in zip(dsw, outputs)
             )
             losses["loss_pseudo"] = self.pseudo_weight * loss
         if sparse is not None:

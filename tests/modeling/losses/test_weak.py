@@ -24,9 +24,19 @@ def test_structure_loss_bce_is_the_plain_mean_as_released():
     p = pred.sigmoid()
     inter, union = (p * target * weit).sum((2, 3)), ((p + target) * weit).sum((2, 3))
     wiou = 1 - (inter + 1) / (union - inter + 1)
-    torch.testing.assert_close(structure_loss(pred, target), (bce + wiou).mean())
+    torch.testing.assert_close(structure_loss(pred, target, False, iou_eps=0), (bce + wiou).mean())
     wbce = (weit * F.binary_cross_entropy_with_logits(pred, target, reduction="none")).sum((2, 3)) / weit.sum((2, 3))
-    torch.testing.assert_close(structure_loss(pred, target, weighted_bce=True), (wbce + wiou).mean())
+    torch.testing.assert_close(structure_loss(pred, target, True, iou_eps=0), (wbce + wiou).mean())
+    # pixel weights: 0 on half of the image removes it from both terms
+    w = torch.ones_like(target)
+    w[..., 20:] = 0
+    ww = weit * w
+    wbce_w = (ww * F.binary_cross_entropy_with_logits(pred, target, reduction="none")).sum((2, 3)) / ww.sum((2, 3))
+    inter_w, union_w = (p * target * ww).sum((2, 3)), ((p + target) * ww).sum((2, 3))
+    wiou_w = 1 - (inter_w + 1) / (union_w - inter_w + 1)
+    torch.testing.assert_close(structure_loss(pred, target, True, w, iou_eps=0), (wbce_w + wiou_w).mean())
+    bce_w = (w * F.binary_cross_entropy_with_logits(pred, target, reduction="none")).mean()
+    torch.testing.assert_close(structure_loss(pred, target, False, w, iou_eps=0), (bce_w + wiou_w).mean())
 
 
 def test_uncertainty_and_ramp():
