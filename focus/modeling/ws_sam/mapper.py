@@ -4,10 +4,11 @@ import copy
 import numpy as np
 import torch
 from detectron2.config import configurable
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
-from ...data.io import read_image
+from ...data.io import check_same_size, read_image, read_mask
 from ...data.mappers import register_mapper
+from ...data.sparse import read_sparse, scribble_to_sparse, sparse_to_scribble
 
 __all__ = ["WSSAMTestMapper", "WSSAMTrainMapper", "resize_rgb"]
 
@@ -48,10 +49,6 @@ class WSSAMTestMapper:
         return dataset_dict
 
 
-def _rotate(img, angle, resample):
-    return img.rotate(angle, resample)
-
-
 @register_mapper("ws_sam_train_mapper")
 class WSSAMTrainMapper:
     """Training mapper of the official WS-SAM recipe, on an image, its sparse label and (optional) pseudo label.
@@ -86,11 +83,6 @@ class WSSAMTrainMapper:
                 "color_jitter": i.COLOR_JITTER, "pepper_fraction": i.PEPPER_FRACTION}
 
     def __call__(self, dataset_dict):
-        from PIL import ImageEnhance, ImageOps
-
-        from ...data.io import check_same_size, read_mask
-        from ...data.sparse import read_sparse, scribble_to_sparse, sparse_to_scribble
-
         d = copy.deepcopy(dataset_dict)
         image = read_image(d["file_name"])
         h, w = image.shape[:2]
@@ -115,10 +107,10 @@ class WSSAMTrainMapper:
             maps = {k: v.crop(box) for k, v in maps.items()}
         if rng.random() < self.rotate_prob:
             angle = int(rng.randint(-self.rotate_degrees, self.rotate_degrees))
-            img = _rotate(img, angle, Image.BICUBIC)
+            img = img.rotate(angle, Image.BICUBIC)
             for k in maps:  # docs/ws_sam.md#q9: bicubic for label maps too, unless fixed
                 nearest = self.label_rotate_nearest and k == "sparse"
-                maps[k] = _rotate(maps[k], angle, Image.NEAREST if nearest else Image.BICUBIC)
+                maps[k] = maps[k].rotate(angle, Image.NEAREST if nearest else Image.BICUBIC)
         if self.color_jitter:
             img = ImageEnhance.Brightness(img).enhance(rng.randint(5, 16) / 10.0)
             img = ImageEnhance.Contrast(img).enhance(rng.randint(5, 16) / 10.0)
