@@ -181,6 +181,9 @@ def _add_cliprefiner_config(cfg):
     c.FIX_LOSS_TARGET = False
     # focus: a local CLIP state dict (OpenAI or open_clip layout) to initialise the tower; "" = random
     c.WEIGHTS = ""
+    # focus: accept a CLIP tower with random weights in training (tests, the quick start); otherwise training with
+    # CLIP enabled stops unless WEIGHTS or MODEL.WEIGHTS provides the tower
+    c.ALLOW_RANDOM_WEIGHTS = False
 
 
 def _add_focus_extras(cfg):

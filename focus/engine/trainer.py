@@ -42,6 +42,7 @@ __all__ = [
     "amp_dtype",
     "setup_cfg",
     "store_frozen_in",
+    "weights_loaded",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ def store_frozen_in(model, dtype):
     for m in model.modules():
         if hasattr(m, "store_frozen_in"):
             m.store_frozen_in(dtype)
+    return model
+
+
+def weights_loaded(model):
+    """Call `model.on_weights_loaded()` (unwrapping DDP) if the model defines it: the hook by which a model refreshes
+    what it derives from its weights after a load. Returns `model`."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    hook = getattr(inner, "on_weights_loaded", None)
+    if callable(hook):
+        hook()
     return model
 
 
@@ -276,6 +287,12 @@ class FOCUSTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def resume_or_load(self, resume=True):
+        """detectron2's `resume_or_load`, then `weights_loaded(model)`: models refresh what they derive from their
+        weights (e.g. cached features) now that the checkpoint is in."""
+        super().resume_or_load(resume)
+        weights_loaded(self.model)
+
     def build_writers(self):
         writers = super().build_writers()
         if self.cfg.TEST.WANDBENABLE:
@@ -315,7 +332,7 @@ class FOCUSTrainer(DefaultTrainer):
     def load_weights(cls, cfg, model):
         """Load `MODEL.WEIGHTS` (an official or `focus` checkpoint, or a bare state dict) into `model`."""
         AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-        return model
+        return weights_loaded(model)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -35,7 +35,7 @@ def _build_on_meta(config, monkeypatch, clip):
     monkeypatch.setattr(open_clip, "create_model", functools.partial(open_clip.create_model, device="meta"))
     cfg = focus.add_focus_config(get_cfg())
     cfg.merge_from_file(str(ROOT / config))
-    cfg.merge_from_list(["MODEL.CLIP_REFINER.ENABLED", clip, "MODEL.DEVICE", "meta", "MODEL.WEIGHTS", ""])
+    cfg.merge_from_list(["MODEL.CLIP_REFINER.ENABLED", clip, "MODEL.CLIP_REFINER.WEIGHTS", "", "MODEL.DEVICE", "meta", "MODEL.WEIGHTS", ""])
     with torch.device("meta"):
         return build_model(cfg)
 

@@ -290,6 +290,11 @@ class D2DINOV2(Backbone):
         dtype = self.pos_embed.dtype
         lean = not torch.is_grad_enabled()  # inference: memory-lean order of the same computation (see below)
         edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb).to(dtype)
+        if self.edge.training:
+            # the overlay comes back channels-last (from HWC numpy); training-mode BatchNorm reduces channels-last
+            # maps in another order (batch statistics 1e-4 apart); the official edge input is NCHW.
+            # docs/focus_training.md#t5
+            edge_in = edge_in.contiguous()
         x = x.to(dtype)
         if self.with_cp and self.training and torch.is_grad_enabled():
             # ~0.3 GB of ResNet activations at 512 px recomputed in the backward; the recomputation must not

@@ -308,6 +308,13 @@ class FOCUS(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.inference_dtype, cache_enabled=False)
 
+    def on_weights_loaded(self):
+        """Called by the trainer after every weight load (build, `resume_or_load`): submodules with their own
+        `on_weights_loaded` (the CLIP refiner's cached text features) refresh what they derived from weights."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "on_weights_loaded"):
+                module.on_weights_loaded()
+
     def train(self, mode=True):
         """Also restores dense weights when switching to training (see `inference_pack`)."""
         if mode:
