@@ -184,6 +184,9 @@ def _add_cliprefiner_config(cfg):
     # focus: accept a CLIP tower with random weights in training (tests, the quick start); otherwise training with
     # CLIP enabled stops unless WEIGHTS or MODEL.WEIGHTS provides the tower
     c.ALLOW_RANDOM_WEIGHTS = False
+    # focus: compute loss_clip in fp32 under mixed precision (official: in the autocast dtype, whose rounding of
+    # logits up to ~7e3 is coarse); no effect without autocast
+    c.LOSS_FP32 = False
 
 
 def _add_focus_extras(cfg):

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from detectron2.config import configurable
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
+from ...layers.batch_norm import SyncBatchNorm2d
 from .adapter import InteractionBlockWithCls, deform_inputs
 from .edge_prior import EdgePriorModule, edge_overlay
 from .vit import Block, PatchEmbed, resize_pos_embed
@@ -214,11 +215,12 @@ class D2DINOV2(Backbone):
             ]
         )
         self.up = nn.ConvTranspose2d(embed_dim, embed_dim, 2, 2)
-        # SyncBatchNorm in the official code (spec §13 item 21); BatchNorm2d has the same keys and eval numerics
-        self.norm1 = nn.BatchNorm2d(embed_dim)
-        self.norm2 = nn.BatchNorm2d(embed_dim)
-        self.norm3 = nn.BatchNorm2d(embed_dim)
-        self.norm4 = nn.BatchNorm2d(embed_dim)
+        # SyncBatchNorm in the official code: statistics over all processes in multi-process training, BatchNorm2d
+        # otherwise (same keys); docs/focus_training.md#t6
+        self.norm1 = SyncBatchNorm2d(embed_dim)
+        self.norm2 = SyncBatchNorm2d(embed_dim)
+        self.norm3 = SyncBatchNorm2d(embed_dim)
+        self.norm4 = SyncBatchNorm2d(embed_dim)
 
         self._out_features = list(out_features)
         strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}

@@ -214,6 +214,7 @@ class FOCUS(nn.Module):
             oversample_ratio=mf.OVERSAMPLE_RATIO,
             importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
             fix_clip_target=cfg.MODEL.CLIP_REFINER.FIX_LOSS_TARGET,
+            clip_loss_fp32=cfg.MODEL.CLIP_REFINER.LOSS_FP32,
         )
         return {
             "backbone": backbone,
