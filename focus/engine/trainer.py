@@ -43,6 +43,7 @@ __all__ = [
     "setup_cfg",
     "store_frozen_in",
     "weights_loaded",
+    "build_ddp_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,24 @@ def store_frozen_in(model, dtype):
         if hasattr(m, "store_frozen_in"):
             m.store_frozen_in(dtype)
     return model
+
+
+def build_ddp_model(model):
+    """`model` wrapped in `DistributedDataParallel` when the world size exceeds 1 (detectron2's `create_ddp_model`,
+    gloo on CPU included), else `model`.
+
+    Buffers are not broadcast (BatchNorm layers either synchronise their statistics or keep them per process, as in
+    the official recipe). CPU models get no `device_ids`. A model whose forward leaves some parameters unused
+    declares it with a truthy `find_unused_parameters` attribute (e.g. FOCUS without its CLIP branch, whose
+    projection heads are built but idle); DDP then looks for them at every step instead of failing at the second.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    device = next(model.parameters()).device
+    kwargs = {"broadcast_buffers": False, "find_unused_parameters": bool(getattr(model, "find_unused_parameters", False))}
+    if device.type == "cpu":
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
 
 
 def weights_loaded(model):
@@ -273,7 +292,7 @@ class FOCUSTrainer(DefaultTrainer):
             model.inference_dtype = torch.float32
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = build_ddp_model(model)
         if cfg.SOLVER.AMP.ENABLED:
             device_type = torch.device(cfg.MODEL.DEVICE).type
             store_frozen_in(model, amp_dtype(cfg, device_type))

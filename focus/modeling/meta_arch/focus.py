@@ -309,6 +309,13 @@ class FOCUS(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.inference_dtype, cache_enabled=False)
 
+    @property
+    def find_unused_parameters(self):
+        """True when a training forward leaves trainable parameters unused, for DistributedDataParallel: without
+        the CLIP branch the decoder's `image_embed` / `text_embed` heads (always built, checkpoint keys) get no
+        gradient. docs/focus_training.md#t7"""
+        return getattr(self.sem_seg_head.predictor, "clip_refiner", None) is None
+
     def on_weights_loaded(self):
         """Called by the trainer after every weight load (build, `resume_or_load`): submodules with their own
         `on_weights_loaded` (the CLIP refiner's cached text features) refresh what they derived from weights."""
