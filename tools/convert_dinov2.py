@@ -24,6 +24,12 @@ import sys
 
 import torch
 
+MISSING_RESNET50_WARNING = (
+    "=" * 100 + "\n"
+    "WARNING: no --resnet50 given: the edge prior's ResNet-50 trunk (backbone.edge.*) will start from RANDOM\n"
+    "weights. The official recipe initialises it from torchvision's ImageNet ResNet-50 (IMAGENET1K_V1,\n"
+    "resnet50-0676ba61.pth); pass it with --resnet50 to train as the official code does.\n" + "=" * 100
+)
 DROPPED = ("register_tokens", "mask_token", "norm.weight", "norm.bias")
 _TOP = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
 _BLOCK = re.compile(
@@ -107,6 +113,8 @@ def main(argv=None):
     if args.resnet50:
         sd = _unwrap(torch.load(args.resnet50, map_location="cpu"), args.resnet50)
         model.update(convert_resnet50(sd, source=args.resnet50))
+    else:
+        print(MISSING_RESNET50_WARNING, file=sys.stderr)
     save(model, args.dst)
     n = sum(v.numel() for v in model.values())
     print(f"wrote {len(model)} tensors ({n / 1e6:.1f} M values) to {args.dst}")
