@@ -22,6 +22,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 TINY = os.path.join(ROOT, "configs", "tiny", "focus_tiny.yaml")
 _RAND = torch.rand
+_VANISHING = ("backbone.up.bias", "backbone.edge.fc1.bias", "image_embed.bn1.bias", "text_embed.bn1.bias")
 
 
 def _row_rand(*size, **kwargs):
@@ -152,13 +153,15 @@ def test_losses_and_gradients_equal_one_process(runs, clip):
             for r in ranks:
                 torch.testing.assert_close(r[0][step][key], value, rtol=2e-5, atol=1e-6, msg=f"step {step} {key}")
     assert set(ranks[0][1]) == set(grads)
-    # relative to each tensor's max-abs, with a floor for gradients that vanish in exact arithmetic (a bias
-    # followed by batch-statistics normalisation): 1e-6 of the largest gradient of the model
-    floor = 1e-6 * max(g.abs().max().item() for g in grads.values())
+    # relative to each tensor's max-abs; gradients that are zero in exact arithmetic (a bias whose per-channel
+    # constant the next batch-statistics BatchNorm or LayerNorm removes) are rounding noise of both runs: they are
+    # held to 1e-5 of the model's largest gradient instead
+    largest = max(g.abs().max().item() for g in grads.values())
     for name, g in grads.items():
+        tol = 1e-5 * largest if name.endswith(_VANISHING) else 1e-4 * g.abs().max().item() + 1e-6 * largest
         for r in ranks:
             err = (r[1][name] - g).abs().max().item()
-            assert err <= 1e-4 * g.abs().max().item() + floor, f"{name}: {err:.2e} (max {g.abs().max().item():.2e})"
+            assert err <= tol, f"{name}: {err:.2e} (max {g.abs().max().item():.2e})"
     for key, value in stats.items():
         for r in ranks:
             torch.testing.assert_close(r[3][key], value, rtol=1e-5, atol=1e-6)

@@ -149,3 +149,24 @@ def test_lr_schedule_values_at_chosen_iterations():
     for it, lr in seen.items():
         assert lr == pytest.approx(1e-4 * (1 - it / 20000) ** 0.9, rel=1e-9), it
     assert seen[10000] == pytest.approx(5.358867e-05, rel=1e-6)
+
+
+def test_resume_or_load_refreshes_what_the_model_derives_from_weights(monkeypatch):
+    """After detectron2's `resume_or_load`, the trainer calls the model's `on_weights_loaded` (any member; through
+    DDP too), so e.g. the CLIP text features come from the loaded tower. docs/focus_training.md#t3"""
+    from detectron2.engine import DefaultTrainer
+
+    from focus.engine.trainer import FOCUSTrainer, weights_loaded
+
+    order = []
+
+    class Model(torch.nn.Module):
+        def on_weights_loaded(self):
+            order.append("hook")
+
+    monkeypatch.setattr(DefaultTrainer, "resume_or_load", lambda self, resume=True: order.append("load"))
+    trainer = FOCUSTrainer.__new__(FOCUSTrainer)
+    trainer._trainer = type("T", (), {"model": Model()})()
+    trainer.resume_or_load(resume=False)
+    assert order == ["load", "hook"]
+    assert weights_loaded(torch.nn.Linear(1, 1)) is not None  # models without the hook are left alone
