@@ -13,9 +13,9 @@ and an overlay. Videos/webcam: one `<output>/<name>_<kind>.mp4` (mp4v) per kind,
 Every file is written atomically; `--skip-existing` resumes an interrupted run without recomputing.
 Unreadable inputs are reported and skipped; the exit status is 1 if any input failed.
 
-Differences from the official `demo/demo.py` (spec §12, §13 items 3 and 35): the default config is a
-repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax, and
-`--video-input` / `--webcam` work.
+Differences from the official `demo/demo.py` (docs/focus.md#demo, docs/focus.md#q3, docs/focus.md#q35): the default
+config is a repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax,
+and `--video-input` / `--webcam` work.
 """
 import argparse
 import glob
@@ -34,13 +34,9 @@ from tqdm import tqdm  # noqa: E402
 import focus  # noqa: E402,F401  (registers the components)
 from focus.data.io import IMAGE_EXTENSIONS, read_image  # noqa: E402
 from focus.engine import setup_cfg  # noqa: E402
-from focus.engine.predictor import (  # noqa: E402
-    OUTPUT_KINDS,
-    FOCUSPredictor,
-    render_video_frame,
-    save_outputs,
-)
-from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
+from focus.engine.predictor import Predictor  # noqa: E402
+from focus.utils.visualizer import OUTPUT_KINDS, render_video_frame, save_outputs  # noqa: E402
+from malloc_policy import MALLOC_POLICIES, configure_malloc  # noqa: E402  (tools/malloc_policy.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/tiny/focus_tiny.yaml"
@@ -162,7 +158,7 @@ class _LazyPredictor:
 
     def __call__(self, image):
         if self._predictor is None:
-            self._predictor = FOCUSPredictor(self.cfg)
+            self._predictor = Predictor(self.cfg)
         return self._predictor(image)
 
 

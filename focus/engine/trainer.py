@@ -1,6 +1,8 @@
-"""Training and evaluation engine: a detectron2 `DefaultTrainer` with the official FOCUS recipe.
+"""Training and evaluation engine for every member: a detectron2 `DefaultTrainer` driven by the config.
 
-What it adds to `DefaultTrainer` (spec §10):
+What it adds to `DefaultTrainer` (the official FOCUS recipe by default, docs/focus.md#recipe; members choose theirs
+by config):
+* the member's mappers by name (`INPUT.DATASET_MAPPER_NAME`, `INPUT.TEST_MAPPER_NAME`);
 * AdamW with one parameter group per tensor: lr x `SOLVER.BACKBONE_MULTIPLIER` under `backbone`, no weight
   decay for normalisation and `nn.Embedding` parameters, frozen parameters (CLIP) excluded;
 * full-model gradient clipping (`SOLVER.CLIP_GRADIENTS.CLIP_TYPE: full_model`);
@@ -12,7 +14,7 @@ What it adds to `DefaultTrainer` (spec §10):
 * the task evaluator of `focus.evaluation` and an inference loop that skips images an interrupted evaluation
   already scored; test-time augmentation that returns what that evaluator needs.
 """
-import copy
+import hashlib
 import itertools
 import logging
 import os
@@ -29,11 +31,15 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
-from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
+from ..config import inference_config
+from ..data import ensure_registered
+from ..data.mappers import build_mapper
 from ..modeling.checkpoint import FOCUSCheckpointer
-from .tta import FOCUSWithTTA
+from ..utils.file_io import atomic_write
+from .tta import TTAModel
 
 __all__ = [
+    "Trainer",
     "FOCUSTrainer",
     "AtomicCheckpointer",
     "AutocastTrainer",
@@ -47,15 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _atomic_write(path, write_fn, mode="wb"):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, mode) as f:
-        write_fn(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class AtomicCheckpointer(FOCUSCheckpointer):
@@ -75,12 +72,12 @@ class AtomicCheckpointer(FOCUSCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+        atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
 
 
 def amp_dtype(cfg, device_type):
@@ -146,8 +143,9 @@ class AutocastTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        # no weight-cast cache: it would hold a low-precision copy of every weight until the forward ends (0.7 GB
-        # for FOCUS-L) while most weights are used once per forward (the frozen CLIP tower is stored in the AMP dtype)
+        # no weight-cast cache: it would hold a low-precision copy of every weight until the forward ends, while
+        # most weights are used once per forward (the frozen CLIP tower is stored in the AMP dtype);
+        # docs/speed_memory.md#training
         with torch.autocast(device_type=self.device_type, dtype=self.dtype, cache_enabled=False):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
@@ -191,8 +189,8 @@ _NORM_TYPES = (
 
 
 def build_optimizer(cfg, model):
-    """The official optimizer (spec §10): one group per parameter, backbone lr multiplier, no weight decay on
-    normalisation and embedding parameters, full-model gradient clipping inside `step`."""
+    """The official optimizer (docs/focus.md#recipe): one group per parameter, backbone lr multiplier, no weight decay
+    on normalisation and embedding parameters, full-model gradient clipping inside `step`."""
     from detectron2.layers import FrozenBatchNorm2d
 
     norm_types = _NORM_TYPES + (FrozenBatchNorm2d,)
@@ -239,13 +237,32 @@ def build_optimizer(cfg, model):
     return optimizer
 
 
+def model_fingerprint(model):
+    """A short hex digest of `model`'s parameters and buffers (names, shapes, dtypes and a strided sample of at
+    most 4096 values of each), cheap enough for every evaluation: tells one set of weights from another."""
+    digest = hashlib.sha1()
+    with torch.no_grad():
+        for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+            digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            if t.numel() and not t.is_sparse and t.layout == torch.strided:
+                flat = t.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+                digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def inference_on_dataset(model, data_loader, evaluator):
     """Run `model` on `data_loader` and evaluate, skipping inputs the evaluator already scored.
 
     Like `detectron2.evaluation.inference_on_dataset`, but asks `evaluator.is_done(input)` (when the evaluator
-    has it) first, so an interrupted evaluation resumes without recomputing finished images.
+    has it) first, so an interrupted evaluation resumes without recomputing finished images; evaluators with a
+    `model_key` get `model_fingerprint(model)`, so only scores of these weights are resumed.
     """
     evaluators = evaluator._evaluators if isinstance(evaluator, DatasetEvaluators) else [evaluator]
+    key = model_fingerprint(model) if any(hasattr(e, "model_key") for e in evaluators) else None
+    for e in evaluators:
+        if hasattr(e, "model_key"):
+            e.model_key = key
     checks = [e.is_done for e in evaluators if hasattr(e, "is_done")]
     evaluator.reset()
     total = len(data_loader)
@@ -273,8 +290,9 @@ def inference_on_dataset(model, data_loader, evaluator):
     return results if results is not None else {}
 
 
-class FOCUSTrainer(DefaultTrainer):
-    """`DefaultTrainer` with the FOCUS data, evaluator, optimizer, schedule, AMP and atomic checkpoints."""
+class Trainer(DefaultTrainer):
+    """`DefaultTrainer` for any member: mappers by name (`INPUT.DATASET_MAPPER_NAME`, `INPUT.TEST_MAPPER_NAME`),
+    the `focus` evaluator, the optimizer and schedule of the config, AMP on any device, atomic checkpoints."""
 
     def __init__(self, cfg):
         from detectron2.engine import TrainerBase
@@ -284,12 +302,6 @@ class FOCUSTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
-        if cfg.MODEL.FOCUS.INFERENCE_DTYPE != "fp32":
-            # reduced-precision inference stores the weights in that dtype: the evaluations during training would
-            # round the weights being trained
-            logger.warning(f"MODEL.FOCUS.INFERENCE_DTYPE {cfg.MODEL.FOCUS.INFERENCE_DTYPE} applies to --eval-only and "
-                           "the demo; evaluations during training run in fp32")
-            model.inference_dtype = torch.float32
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = build_ddp_model(model)
@@ -306,12 +318,6 @@ class FOCUSTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
-    def resume_or_load(self, resume=True):
-        """detectron2's `resume_or_load`, then `weights_loaded(model)`: models refresh what they derive from their
-        weights (e.g. cached features) now that the checkpoint is in."""
-        super().resume_or_load(resume)
-        weights_loaded(self.model)
-
     def build_writers(self):
         writers = super().build_writers()
         if self.cfg.TEST.WANDBENABLE:
@@ -324,19 +330,21 @@ class FOCUSTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=FocusTestMapper(cfg))
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        # imported here: the metrics' dependencies (pysodmetrics, scikit-image, ~50 MB) are for evaluation only
+        # imported here: the metrics' dependencies (pysodmetrics, scikit-image) are for evaluation only
         from ..evaluation import build_evaluator
+        from ..evaluation.evaluator import safe_name
 
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        # dataset names may hold paths (`folder:<task>:<images>:<masks>`): one folder level each
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", safe_name(dataset_name))
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
@@ -346,6 +354,16 @@ class FOCUSTrainer(DefaultTrainer):
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_deeplab_lr_scheduler(cfg, optimizer)
+
+    def resume_or_load(self, resume=True):
+        """detectron2's, plus: a resumed run follows this config's `SOLVER.MAX_ITER` (the checkpointed schedule
+        remembers the length it was built with, and a poly schedule past its end raises); then
+        `weights_loaded(model)`: models refresh what they derive from their weights (e.g. cached features) now that
+        the checkpoint is in."""
+        super().resume_or_load(resume=resume)
+        if hasattr(self.scheduler, "max_iters"):
+            self.scheduler.max_iters = self.max_iter
+        weights_loaded(self.model)
 
     @classmethod
     def load_weights(cls, cfg, model):
@@ -370,40 +388,27 @@ class FOCUSTrainer(DefaultTrainer):
     @classmethod
     def test_with_TTA(cls, cfg, model):
         """Evaluate with test-time augmentation (`TEST.AUG`); results are suffixed `_TTA`."""
-        model = FOCUSWithTTA(cfg, model)
+        from ..evaluation.evaluator import safe_name
+
+        model = TTAModel(cfg, model)
         evaluators = [
-            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", safe_name(name)))
             for name in cfg.DATASETS.TEST
         ]
         res = cls.test(cfg, model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
 
-def clone_for_eval(cfg):
-    """A frozen copy of `cfg` for inference: the CLIP branch is training-only and never built here."""
-    cfg = copy.deepcopy(cfg)
-    cfg.defrost()
-    cfg.MODEL.CLIP_REFINER.ENABLED = False
-    cfg.freeze()
-    return cfg
+FOCUSTrainer = Trainer  # the earlier name
 
 
 def setup_cfg(config_file, opts=(), eval_only=False):
     """Build a frozen config: detectron2 defaults + `add_focus_config` + file + overrides.
 
-    For `--eval-only` the CLIP branch is not built (it is training-only, spec §6.6).
+    For `--eval-only` the config is `inference_config`'s (training-only parts are not built).
     """
-    from detectron2.config import get_cfg
+    from ..config import get_focus_cfg
 
-    from ..config import add_focus_config
-
-    cfg = get_cfg()
-    add_focus_config(cfg)
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if eval_only:
-        cfg.MODEL.CLIP_REFINER.ENABLED = False
+    cfg = get_focus_cfg(config_file, opts)
     cfg.freeze()
-    return cfg
+    return inference_config(cfg) if eval_only else cfg

@@ -3,7 +3,7 @@
 
 Each process trains the tiny FOCUS on one image (DistributedDataParallel from `build_ddp_model`, the backbone's
 synchronised batch norms), two optimiser steps; then both evaluate a four-image folder dataset through
-`FOCUSTrainer.test` (inference sampler split, evaluator gathering to rank 0). The reference is one process with
+`Trainer.test` (inference sampler split, evaluator gathering to rank 0). The reference is one process with
 both images in its batch. Compared: every loss term (mean over the processes), every gradient (DDP average),
 the second step's losses (after the update and the batch-norm statistics), the evaluation results; with the
 CLIP branch off (DDP must then find the idle projection heads) and on (a small CLIP tower stands in for ViT-B/16).
@@ -81,7 +81,7 @@ def _run(images, data_root, out_dir, clip=False):
     from detectron2.modeling import build_model
     from detectron2.utils import comm
 
-    from focus.engine.trainer import FOCUSTrainer, build_ddp_model
+    from focus.engine.trainer import Trainer, build_ddp_model
     from focus.modeling.clip_refiner import refiner as refiner_mod
 
     cfg = _cfg(data_root, out_dir, clip)
@@ -114,7 +114,7 @@ def _run(images, data_root, out_dir, clip=False):
         for d in losses:
             for v in d.values():
                 torch.distributed.all_reduce(v)
-    results = {} if clip else FOCUSTrainer.test(cfg, model)
+    results = {} if clip else Trainer.test(cfg, model)
     return losses, grads, results, {k: v.clone() for k, v in model.state_dict().items() if "norm1.running" in k}
 
 

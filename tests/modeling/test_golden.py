@@ -1,14 +1,14 @@
 """Golden parity: our model built from configs/cod/focus_dinov2_large.yaml with the golden_dev overrides, loaded
 with the official weights through DetectionCheckpointer, reproduces every saved official output
-(golden_dev/README.md): backbone features, pixel decoder, last decoder prediction, sem_seg, instances."""
+(docs/focus.md#golden): backbone features, pixel decoder, last decoder prediction, sem_seg, instances."""
 import cv2
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import focus
+from focus.config import get_focus_cfg
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 OVERRIDES = [
@@ -23,11 +23,7 @@ OVERRIDES = [
 
 
 def golden_cfg():
-    cfg = get_cfg()
-    focus.add_focus_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs/cod/focus_dinov2_large.yaml"))
-    cfg.merge_from_list(OVERRIDES)
-    return cfg
+    return get_focus_cfg("cod/focus_dinov2_large.yaml", OVERRIDES)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,4 @@
-"""The FOCUS meta-architecture (spec §1): backbone -> FOCUSHead -> post-processing / losses."""
-import contextlib
-
+"""The FOCUS meta-architecture (docs/focus.md#overview): backbone -> FOCUSHead -> post-processing / losses."""
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
@@ -12,18 +10,14 @@ from torch.nn import functional as F
 from ..box_ops import box_xyxy_to_cxcywh
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..packing import pack_linears, unpack_linears
-from ..precision import autocast_parameter_names, store_parameters_in
 
 __all__ = ["FOCUS", "build_weight_dict", "merge_masks", "semantic_inference", "foreground_probability"]
 
-_INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_INFERENCE_CASTS = ("autocast", "full")
 LOSS_NAMES = ("masks", "labels", "clip", "boxes")
 
 
 def build_weight_dict(mask_former_cfg):
-    """Loss weights from `MODEL.MASK_FORMER` (spec §7.3): the six active terms, plus `_{i}` copies for the
+    """Loss weights from `MODEL.MASK_FORMER` (docs/focus.md#losses): the six active terms, plus `_{i}` copies for the
     `DEC_LAYERS - 1` auxiliary predictions when `DEEP_SUPERVISION`. Losses whose key is absent are dropped."""
     mf = mask_former_cfg
     weight_dict = {
@@ -46,7 +40,7 @@ def semantic_inference(mask_cls, mask_pred):
     """`sem_seg[c] = sum_q softmax(mask_cls)[q, c] * sigmoid(mask_pred[q])` without the no-object column.
 
     `mask_cls` `(Q, K+1)` logits, `mask_pred` `(Q, H, W)` logits -> `(K, H, W)`; channel 0 = foreground
-    (spec §1.2 step 9). The channels are not normalised against each other.
+    (docs/focus.md#inference step 9). The channels are not normalised against each other.
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
     return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
@@ -58,13 +52,14 @@ def foreground_probability(sem_seg):
     Consistent with the merge rule (`merge_masks`) when one query is foreground and the other background: with
     confident classes (`p[q_fg, 0] ~ p[q_bg, 1] ~ 1`) it reduces to `s_fg / (s_fg + s_bg)`, which is > 0.5 exactly
     where the rule's two-entry branch outputs `s_fg > s_bg`. It is the soft saliency map for the standard
-    SOD/COD metrics (the official evaluation uses the binary mask, spec §13 item 2).
+    SOD/COD metrics (the official evaluation uses the binary mask, docs/focus.md#q2).
     """
     return sem_seg[0] / (sem_seg[0] + sem_seg[1]).clamp_min(1e-6)
 
 
 def merge_masks(mask_cls, mask_pred, topk=4):
-    """The official binary mask (`FOCUS.instance_inference` + `_merge_mask`, spec §1.2 step 10, §13 item 3).
+    """The official binary mask (`FOCUS.instance_inference` + `_merge_mask`, docs/focus.md#inference step 10,
+    docs/focus.md#q3).
 
     Args:
         mask_cls: `(Q, K+1)` class logits (K = 2: 0 = foreground, 1 = background, K = no-object).
@@ -114,18 +109,24 @@ def merge_masks(mask_cls, mask_pred, topk=4):
 
 @META_ARCH_REGISTRY.register()
 class FOCUS(nn.Module):
-    """FOCUS foreground segmentation model (detectron2 meta-architecture, spec §1.2-1.3).
+    """FOCUS foreground segmentation model (detectron2 meta-architecture, docs/focus.md#inference,
+    docs/focus.md#training).
 
     Input: a list of dicts with `image` (`(3, h, w)` RGB, 0..255, already resized), optional `height`, `width`
     (output size, default `(h, w)`) and, in training, `instances` (`gt_masks (K, h, w)` bool, `gt_boxes` XYXY
     pixels, `gt_classes`; class 0 = foreground, 1 = background).
 
-    Eval output per image: `sem_seg` `(2, height, width)` float (channel 0 = foreground), `instances` (only
-    `pred_masks`, `(height, width)` int32, the official merged binary mask) and `foreground` `(height, width)` in
-    [0, 1] (see `foreground_probability`). Training output: dict of weighted losses.
+    Eval output per image (the member contract, `docs/members.md`): `foreground` `(height, width)` in [0, 1]
+    (see `foreground_probability`), `mask` `(height, width)` int32, the official merged binary mask (`merge_masks`),
+    plus `sem_seg` `(2, height, width)` float (channel 0 = foreground) and `instances` (`pred_masks` = `mask`).
+    Training output: dict of weighted losses.
 
     `pixel_mean` / `pixel_std` are non-persistent buffers (not in the state dict).
     """
+
+    # the pixel decoder runs with autocast disabled (docs/focus.md#pixel-decoder): its weights stay fp32 in
+    # reduced-precision inference
+    autocast_fp32_modules = ("sem_seg_head.pixel_decoder",)
 
     @configurable
     def __init__(
@@ -141,41 +142,21 @@ class FOCUS(nn.Module):
         instance_on=True,
         sem_seg_postprocess_before_inference=True,
         test_topk_per_image=4,
-        inference_dtype="fp32",
-        inference_cast="autocast",
-        inference_pack=True,
     ):
         """
         Args:
             backbone: returns `{"res2".."res5"}` for a `(B, 3, H, W)` tensor; `size_divisibility` is used for padding
-                (spec §1.2 step 3: `MODEL.MASK_FORMER.SIZE_DIVISIBILITY` is ignored).
+                (docs/focus.md#inference step 3: `MODEL.MASK_FORMER.SIZE_DIVISIBILITY` is ignored).
             sem_seg_head: `FOCUSHead`.
             criterion: `SetCriterion` (owns the loss weights in `weight_dict`).
             pixel_mean, pixel_std: per-channel normalisation (0..255 scale).
             size_divisibility: pad to a multiple of this (<= 0: use the backbone's).
             semantic_on, instance_on: which outputs to produce.
             sem_seg_postprocess_before_inference: crop and resize mask logits before inference (forced by
-                `instance_on`, spec §1.2 step 8).
+                `instance_on`, docs/focus.md#inference step 8).
             test_topk_per_image: entries of the merge rule (4 = all).
-            inference_dtype: "fp32", "bf16" or "fp16": reduced-precision inference in eval (outputs are float32).
-            inference_cast: how a reduced `inference_dtype` is applied. "autocast": the weights that autocast
-                rounds anyway (linear, convolution, attention in-projection) are stored in the dtype and the
-                forward runs under `torch.autocast`, so norms, residuals and the pixel decoder (autocast off,
-                spec §4) stay fp32: the outputs are those of the fp32 model under autocast, bit for bit. "full":
-                every weight and activation in the dtype, faster and further from fp32.
-            inference_pack: in eval on CPU, run the `nn.Linear` layers through oneDNN with weights packed once
-                (`focus.modeling.packing`): 25-35 % faster matrix products than `F.linear` here, same values up to
-                the summation order; unpacked again before training, loading, casting or moving the model.
         """
         super().__init__()
-        if inference_dtype not in _INFERENCE_DTYPES:
-            raise ValueError(
-                f"MODEL.FOCUS.INFERENCE_DTYPE must be one of {sorted(_INFERENCE_DTYPES)}, got {inference_dtype!r}"
-            )
-        if inference_cast not in _INFERENCE_CASTS:
-            raise ValueError(
-                f"MODEL.FOCUS.INFERENCE_CAST must be one of {list(_INFERENCE_CASTS)}, got {inference_cast!r}"
-            )
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -188,10 +169,6 @@ class FOCUS(nn.Module):
         self.instance_on = instance_on
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference or instance_on
         self.test_topk_per_image = test_topk_per_image
-        self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
-        self.inference_cast = inference_cast
-        self.inference_pack = inference_pack
-        self._cast_dtype = torch.float32
 
     @classmethod
     def from_config(cls, cfg):
@@ -222,7 +199,7 @@ class FOCUS(nn.Module):
             "criterion": criterion,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            # spec §1.2 step 3: the backbone's size_divisibility (32), not MASK_FORMER.SIZE_DIVISIBILITY
+            # docs/focus.md#inference step 3: the backbone's size_divisibility (32), not MASK_FORMER.SIZE_DIVISIBILITY
             "size_divisibility": backbone.size_divisibility,
             "semantic_on": mf.TEST.SEMANTIC_ON,
             "instance_on": mf.TEST.INSTANCE_ON,
@@ -230,10 +207,19 @@ class FOCUS(nn.Module):
                 mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
             ),
             "test_topk_per_image": mf.TEST.DETECTIONS_PER_IMAGE,
-            "inference_dtype": cfg.MODEL.FOCUS.INFERENCE_DTYPE,
-            "inference_cast": cfg.MODEL.FOCUS.INFERENCE_CAST,
-            "inference_pack": cfg.MODEL.FOCUS.INFERENCE_PACK,
         }
+
+    @staticmethod
+    def merge_tta_outputs(outputs, height, width):
+        """Test-time augmentation merge (`focus.engine.tta`): the official TTA averages `sem_seg` over the copies
+        (docs/focus.md#tta); `foreground` follows from the average and `mask = foreground > 0.5`, since the per-query
+        merge rule has no meaning for an average over queries of different runs."""
+        sem_seg = torch.stack([o["sem_seg"] for o in outputs]).mean(0)
+        foreground = foreground_probability(sem_seg)
+        mask = (foreground > 0.5).to(torch.int32)
+        instances = Instances((height, width))
+        instances.pred_masks = mask
+        return {"sem_seg": sem_seg, "foreground": foreground, "mask": mask, "instances": instances}
 
     @property
     def device(self):
@@ -270,7 +256,7 @@ class FOCUS(nn.Module):
 
     def prepare_targets(self, targets, images):
         """Per image `{"labels", "masks" (K, H_pad, W_pad) zero-padded, "boxes" (K, 4) normalised cxcywh}`
-        from detectron2 `Instances` (spec §7.1)."""
+        from detectron2 `Instances` (docs/focus.md#targets)."""
         h_pad, w_pad = images.tensor.shape[-2:]
         scale = torch.as_tensor([w_pad, h_pad, w_pad, h_pad], dtype=torch.float, device=self.device)
         new_targets = []
@@ -287,28 +273,6 @@ class FOCUS(nn.Module):
             )
         return new_targets
 
-    def _cast_for_inference(self):
-        """Store the backbone and head weights in `inference_dtype` as `inference_cast` says (once per dtype)."""
-        if self._cast_dtype == self.inference_dtype:
-            return
-        unpack_linears(self)
-        dtype = self.inference_dtype
-        if self.inference_cast == "full" or dtype == torch.float32:
-            self.backbone.to(dtype)
-            self.sem_seg_head.to(dtype)
-        else:
-            # the pixel decoder runs with autocast disabled (spec §4), so all of it stays fp32
-            for module in (self.backbone, self.sem_seg_head.predictor):
-                store_parameters_in(module, autocast_parameter_names(module), dtype, others=torch.float32)
-            self.sem_seg_head.pixel_decoder.float()
-        self._cast_dtype = dtype
-
-    def _inference_precision(self):
-        """The autocast context of a reduced-precision "autocast" inference, else a null context."""
-        if self.inference_dtype == torch.float32 or self.inference_cast != "autocast":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.inference_dtype, cache_enabled=False)
-
     @property
     def find_unused_parameters(self):
         """True when a training forward leaves trainable parameters unused, for DistributedDataParallel: without
@@ -323,32 +287,16 @@ class FOCUS(nn.Module):
             if module is not self and hasattr(module, "on_weights_loaded"):
                 module.on_weights_loaded()
 
-    def train(self, mode=True):
-        """Also restores dense weights when switching to training (see `inference_pack`)."""
-        if mode:
-            unpack_linears(self)
-        return super().train(mode)
-
-    def __getstate__(self):
-        # pickling / deepcopy see dense weights (oneDNN's packed tensors have no storage to copy)
-        unpack_linears(self)
-        return self.__dict__.copy()  # object.__getstate__ only exists from Python 3.11
-
-    def _apply(self, fn, *args, **kwargs):
-        # `.to()` / `.cuda()` / `.half()` act on dense weights (packed copies are CPU-only and dtype-bound)
-        unpack_linears(self)
-        return super()._apply(fn, *args, **kwargs)
-
     def _forward_inference(self, batched_inputs, images):
-        if self.inference_dtype != torch.float32:
-            self._cast_for_inference()
-        if self.inference_pack and not torch.is_grad_enabled():
-            pack_linears(self)
-        with self._inference_precision():
-            features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay
-            outputs = self.sem_seg_head(features, images.tensor)
+        features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay
+        outputs = self.sem_seg_head(features, images.tensor)
+        # post-processing in fp32 also under a caller's autocast (its einsum would otherwise run in bf16)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self._postprocess(outputs, batched_inputs, images)
+
+    def _postprocess(self, outputs, batched_inputs, images):
         mask_cls_results = outputs["pred_logits"].float()
-        # spec §1.2 step 7: first resize to the padded input size
+        # docs/focus.md#inference step 7: first resize to the padded input size
         mask_pred_results = F.interpolate(
             outputs["pred_masks"].float(), size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -362,7 +310,7 @@ class FOCUS(nn.Module):
             width = input_per_image.get("width", image_size[1])
             result = {}
             if self.sem_seg_postprocess_before_inference:
-                # spec §1.2 step 8: crop the padding, then a second bilinear resize to (height, width)
+                # docs/focus.md#inference step 8: crop the padding, then a second bilinear resize to (height, width)
                 mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
             if self.semantic_on:
                 sem_seg = semantic_inference(mask_cls, mask_pred)
@@ -374,5 +322,6 @@ class FOCUS(nn.Module):
                 instances = Instances((height, width))
                 instances.pred_masks = merge_masks(mask_cls, mask_pred, self.test_topk_per_image)
                 result["instances"] = instances
+                result["mask"] = instances.pred_masks
             processed_results.append(result)
         return processed_results
