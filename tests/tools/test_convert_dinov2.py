@@ -141,7 +141,7 @@ def test_cli(layouts, tmp_path, capsys, tool):
     assert "backbone.edge.conv1.weight" in data["model"] and "backbone.pos_embed" in data["model"]
 
 
-def test_cli_without_resnet50_warns_loudly(layouts, tmp_path, capsys):
+def test_cli_without_resnet50_warns_loudly(layouts, tmp_path, capsys, tool):
     src = _synthetic_dinov2(layouts["vits14_reg4"])
     torch.save(src, tmp_path / "dinov2.pth")
     assert tool.main([str(tmp_path / "dinov2.pth"), str(tmp_path / "out.pth")]) == 0
