@@ -150,7 +150,7 @@ class SetCriterion(nn.Module):
         target_classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(src_logits.shape[:2], self.num_classes, dtype=torch.int64, device=src_logits.device)
         target_classes[idx] = target_classes_o.to(src_logits.device)
-        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight)
+        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight.to(src_logits.dtype))
         return {"loss_ce": loss_ce}
 
     def loss_masks(self, outputs, targets, indices, num_masks):

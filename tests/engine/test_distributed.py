@@ -78,13 +78,25 @@ def _freeze_per_process_norms(model):
 def _run(images, data_root, out_dir, clip=False):
     """Build, two SGD steps on `images`, evaluation (CLIP off only); returns (losses of both steps, gradients of
     step 1, evaluation results, backbone norm1 running statistics)."""
+    cfg = _cfg(data_root, out_dir, clip)
+    default_dtype = torch.get_default_dtype()
+    if clip:
+        # loss_clip's logits are LayerNorm products / 0.07: in fp32, the rounding differences of batched vs
+        # per-image matrix products reach 1e-3 of some projection-head gradients; float64 shows the equality
+        torch.set_default_dtype(torch.float64)
+    try:
+        return _train_and_test(cfg, images, clip)
+    finally:
+        torch.set_default_dtype(default_dtype)
+
+
+def _train_and_test(cfg, images, clip):
     from detectron2.modeling import build_model
     from detectron2.utils import comm
 
     from focus.engine.trainer import Trainer, build_ddp_model
     from focus.modeling.clip_refiner import refiner as refiner_mod
 
-    cfg = _cfg(data_root, out_dir, clip)
     patch = pytest.MonkeyPatch()
     patch.setattr(refiner_mod, "build_clip_model", _tiny_clip_builder)
     try:

@@ -168,7 +168,7 @@ class FOCUSCLIPRefiner(nn.Module):
     def on_weights_loaded(self):
         """Recompute the text features from the current tower (called after any weight load; the loaders of this
         package also refresh them through the load hooks). docs/focus_training.md#t3"""
-        if self.clip_model.text_projection.dtype != torch.float32:
+        if self._low_precision_keys:
             return  # narrowed by store_frozen_in: the load hooks refreshed them from the fp32 tower already
         self.text_feature_buffer.clear()
         self.get_text_features(self.prompts)
@@ -184,7 +184,7 @@ class FOCUSCLIPRefiner(nn.Module):
         Prompt features are computed once (frozen text tower) and cached in `text_feature_buffer`.
         """
         missing = [p for p in dict.fromkeys(prompts) if p not in self.text_feature_buffer]
-        if missing and self.clip_model.text_projection.dtype != torch.float32:
+        if missing and self._low_precision_keys:
             raise RuntimeError(
                 f"CLIP refiner: prompts {missing} were not encoded before store_frozen_in(); the text tower now "
                 f"holds {self.clip_model.text_projection.dtype} weights and the official features are fp32"
