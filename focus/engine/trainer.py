@@ -112,7 +112,8 @@ def build_ddp_model(model):
     if comm.get_world_size() == 1:
         return model
     device = next(model.parameters()).device
-    kwargs = {"broadcast_buffers": False, "find_unused_parameters": bool(getattr(model, "find_unused_parameters", False))}
+    unused = bool(getattr(model, "find_unused_parameters", False))
+    kwargs = {"broadcast_buffers": False, "find_unused_parameters": unused}
     if device.type == "cpu":
         kwargs["device_ids"] = None
     return create_ddp_model(model, **kwargs)

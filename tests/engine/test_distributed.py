@@ -63,7 +63,8 @@ def _cfg(data_root, out_dir, clip):
 
     test = f"folder:sod:{data_root}/sod/test/images:{data_root}/sod/test/masks"
     return setup_cfg(TINY, [
-        "MODEL.DINOV2.DROP_PATH_RATE", 0.0, "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256, "MODEL.CLIP_REFINER.ENABLED", clip,
+        "MODEL.DINOV2.DROP_PATH_RATE", 0.0, "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256,
+        "MODEL.CLIP_REFINER.ENABLED", clip,
         "MODEL.CLIP_REFINER.TEXT_TEMPLATES", "predefined", "INPUT.MIN_SIZE_TEST", 64,
         "DATASETS.TEST", f"('{test}',)", "OUTPUT_DIR", str(out_dir), "TEST.SAVE_PER_IMAGE", False,
     ])

@@ -88,7 +88,8 @@ def tiny_clip():
 
 def test_optimizer_groups_with_clip_built(monkeypatch, tiny_clip):
     """With the CLIP branch built, the frozen tower is left out; its trainable `visual.mask_embedding` and the
-    refiner's `non_object_embedding` get the base lr with weight decay (docs/focus.md#recipe); the projection heads' norms none."""
+    refiner's `non_object_embedding` get the base lr with weight decay (docs/focus.md#recipe); the projection
+    heads' norms none."""
     from focus.modeling.clip_refiner import refiner as refiner_mod
 
     monkeypatch.setattr(refiner_mod, "build_clip_model", lambda *a, **k: tiny_clip(embed_dim=512))
