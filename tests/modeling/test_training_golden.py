@@ -72,7 +72,7 @@ class _InjectedRand:
         return draw["tensor"].clone().to(kwargs.get("device") or "cpu")
 
 
-def run_golden_step(gdir, dev_dir, weights_dir, mode="final_coords"):
+def run_golden_step(gdir, dev_dir, weights_dir, mode="final_coords", backward=True):
     """One training step of our model on the golden inputs; returns (model, losses, captured decoder outputs,
     matcher indices). `mode`: "final_coords" injects the official importance-sampled coordinates, "raw" only the
     raw draws (our selection of the uncertain points)."""
@@ -125,17 +125,23 @@ def run_golden_step(gdir, dev_dir, weights_dir, mode="final_coords"):
     finally:
         patch.undo()
     assert rand.calls == len(rand.draws)
-    total = sum(losses.values())
-    model.zero_grad()
-    total.backward()
+    if backward:
+        model.zero_grad()
+        sum(losses.values()).backward()
     return model, losses, captured["out"], dict(zip(OUTPUT_NAMES, indices))
 
 
 @pytest.fixture(scope="module")
-def step(shared_reference, tmp_path_factory):
+def weights_dir(tmp_path_factory):
+    """Where the golden's CLIP tower is expanded (300 MB, once per module)."""
+    return tmp_path_factory.mktemp("golden_train_weights")
+
+
+@pytest.fixture(scope="module")
+def step(shared_reference, weights_dir):
     gdir = shared_reference / "golden_train"
     gold = torch.load(gdir / "outputs.pth", weights_only=False)
-    model, losses, out, indices = run_golden_step(gdir, shared_reference / "golden_dev", tmp_path_factory.mktemp("gt"))
+    model, losses, out, indices = run_golden_step(gdir, shared_reference / "golden_dev", weights_dir)
     return {
         "model": model, "losses": losses, "out": out, "indices": indices, "gold": gold,
         "grads": torch.load(gdir / "grads.pth"),
@@ -220,4 +226,23 @@ def test_gradient_norms_of_every_trainable_parameter(step, shared_reference):
         norm = 0.0 if grad is None else grad.norm().item()
         if abs(norm - s["norm"]) > 1e-4 * s["norm"] + floor:
             bad[name] = (norm, s["norm"])
+    assert not bad, bad
+
+
+def test_loss_terms_with_raw_draws(shared_reference, weights_dir):
+    """Only the raw `torch.rand` draws injected (README way 1): our importance sampling picks the points. A boundary
+    point of the top-k may swap (uncertainty gaps of ~1e-6), so `loss_mask*` / `loss_dice*` to 5e-5 (README)."""
+    gdir = shared_reference / "golden_train"
+    outputs = torch.load(gdir / "outputs.pth", weights_only=False)
+    gold = outputs["losses"]
+    with torch.no_grad():
+        _, losses, _, indices = run_golden_step(gdir, shared_reference / "golden_dev", weights_dir, mode="raw",
+                                                backward=False)
+    assert indices == outputs["indices"]
+    bad = {}
+    for key, value in gold.items():
+        tol = 5e-5 if key.startswith(("loss_mask", "loss_dice", "loss_clip")) else LOSS_RTOL
+        rel = abs(losses[key].item() - value.item()) / abs(value.item())
+        if rel > tol:
+            bad[key] = rel
     assert not bad, bad
