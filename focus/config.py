@@ -183,6 +183,12 @@ def _add_cliprefiner_config(cfg):
     c.FIX_LOSS_TARGET = False
     # focus: a local CLIP state dict (OpenAI or open_clip layout) to initialise the tower; "" = random
     c.WEIGHTS = ""
+    # focus: accept a CLIP tower with random weights in training (tests, the quick start); otherwise training with
+    # CLIP enabled stops unless WEIGHTS or MODEL.WEIGHTS provides the tower
+    c.ALLOW_RANDOM_WEIGHTS = False
+    # focus: compute loss_clip in fp32 under mixed precision (official: in the autocast dtype, whose rounding of
+    # logits up to ~7e3 is coarse); no effect without autocast
+    c.LOSS_FP32 = False
 
 
 def _add_focus_extras(cfg):
