@@ -57,7 +57,7 @@ def test_official_yaml_merges_and_equals_ours(shared_reference, task, size):
     # ... and our layered YAML has the same effective value for every official key
     a, b = _flat(ours), _flat(official)
     # official code always builds CLIP (ours only when asked), never checkpoints the pixel decoder, and loads
-    # OpenAI's tower in code (ours names it: CLIP_REFINER.WEIGHTS "openai", docs/focus_training.md#t2)
+    # OpenAI's tower in code (ours names it: CLIP_REFINER.WEIGHTS "openai", docs/focus.md#t2)
     focus_only = {"MODEL.CLIP_REFINER.ENABLED", "MODEL.SEM_SEG_HEAD.WITH_CP", "MODEL.CLIP_REFINER.WEIGHTS"}
     diffs = {k: (a[k], b[k]) for k in b if a[k] != b[k] and k not in focus_only}
     assert diffs == {}

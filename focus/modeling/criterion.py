@@ -44,7 +44,7 @@ def clip_contrastive_loss(image_features, text_features, temperature=CLIP_TEMPER
 
     Precision: by default as the official code runs it, i.e. under the caller's autocast (mixed-precision
     training rounds the three matrix products, and thus logits of up to |T||I|/τ ≈ 7·10³, to fp16/bf16;
-    docs/focus_training.md#t8). `fp32=True` (`MODEL.CLIP_REFINER.LOSS_FP32`) computes it in fp32 with autocast
+    docs/focus.md#t8). `fp32=True` (`MODEL.CLIP_REFINER.LOSS_FP32`) computes it in fp32 with autocast
     off. Without autocast both are the same fp32 computation.
 
     Args:

@@ -134,7 +134,7 @@ def _by_hand(img, mask, seed, short_edges, crop, size):
 
 def test_augmentation_order_and_values_for_fixed_seeds(tmp_path):
     """Mapper output for fixed seeds equals the official order computed by hand (and not, e.g., a flip before the
-    crop): resize, crop, colour, flip, then the fixed 512-style padding. docs/focus_training.md#t10"""
+    crop): resize, crop, colour, flip, then the fixed 512-style padding. docs/focus.md#t10"""
     import random
 
     d, img, mask = _pair(tmp_path, 45, 60, (10, 30, 12, 40))

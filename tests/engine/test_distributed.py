@@ -10,7 +10,7 @@ CLIP branch off (DDP must then find the idle projection heads) and on (a small C
 
 The point draws of the matcher and the criterion are replaced by draws that depend on the row only (the same
 points for every image), so that both runs sample the same points. The edge prior's batch norms are per-process
-in the official recipe (plain BatchNorm, as are the CLIP projection heads' `bn1`, docs/focus_training.md#t6); they
+in the official recipe (plain BatchNorm, as are the CLIP projection heads' `bn1`, docs/focus.md#t6); they
 run in eval mode here so that the two runs compute the same function.
 """
 import os

@@ -139,7 +139,7 @@ def test_lr_schedule_values_at_chosen_iterations():
 
 def test_resume_or_load_refreshes_what_the_model_derives_from_weights(monkeypatch):
     """After detectron2's `resume_or_load`, the trainer calls the model's `on_weights_loaded` (any member; through
-    DDP too), so e.g. the CLIP text features come from the loaded tower. docs/focus_training.md#t3"""
+    DDP too), so e.g. the CLIP text features come from the loaded tower. docs/focus.md#t3"""
     from detectron2.engine import DefaultTrainer
 
     from focus.engine.trainer import Trainer, weights_loaded

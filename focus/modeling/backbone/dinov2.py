@@ -164,7 +164,7 @@ class D2DINOV2(Backbone):
         self.up = nn.ConvTranspose2d(embed_dim, embed_dim, 2, 2)
         # SyncBatchNorm in the official code: statistics over all processes in multi-process training, BatchNorm2d
         # otherwise (same keys); docs/focus.md#q21,
-        # docs/focus_training.md#t6
+        # docs/focus.md#t6
         self.norm1 = SyncBatchNorm2d(embed_dim)
         self.norm2 = SyncBatchNorm2d(embed_dim)
         self.norm3 = SyncBatchNorm2d(embed_dim)
@@ -242,7 +242,7 @@ class D2DINOV2(Backbone):
         if self.edge.training:
             # the overlay comes back channels-last (from HWC numpy); training-mode BatchNorm reduces channels-last
             # maps in another order (batch statistics 1e-4 apart); the official edge input is NCHW.
-            # docs/focus_training.md#t5
+            # docs/focus.md#t5
             edge_in = edge_in.contiguous()
         x = x.to(dtype)
         # the stride-4 map is projected to the ViT width at the output pyramid, not here: 4x fewer channels held

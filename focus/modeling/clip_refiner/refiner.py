@@ -62,7 +62,7 @@ class FOCUSCLIPRefiner(nn.Module):
             weights: "" (random tower, to be loaded from a FOCUS checkpoint), "openai" (OpenAI's released weights,
                 fetched by open_clip) or a local CLIP state-dict file.
             allow_random_weights: accept training with a tower that no weights reached (tests, quick start);
-                otherwise the first training forward without loaded tower weights raises (docs/focus_training.md#t2).
+                otherwise the first training forward without loaded tower weights raises (docs/focus.md#t2).
             mask_prompt_fwd: pass the region masks to the visual tower as mask prompts.
             fix_region_inputs: False = official region inputs (double sigmoid, so the mask prompt is inert;
                 CLIP statistics applied to the ImageNet-normalised tensor; docs/focus.md#q7). True = single
@@ -167,7 +167,7 @@ class FOCUSCLIPRefiner(nn.Module):
 
     def on_weights_loaded(self):
         """Recompute the text features from the current tower (called after any weight load; the loaders of this
-        package also refresh them through the load hooks). docs/focus_training.md#t3"""
+        package also refresh them through the load hooks). docs/focus.md#t3"""
         if self._low_precision_keys:
             return  # narrowed by store_frozen_in: the load hooks refreshed them from the fp32 tower already
         self.text_feature_buffer.clear()

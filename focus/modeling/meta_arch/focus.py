@@ -277,7 +277,7 @@ class FOCUS(nn.Module):
     def find_unused_parameters(self):
         """True when a training forward leaves trainable parameters unused, for DistributedDataParallel: without
         the CLIP branch the decoder's `image_embed` / `text_embed` heads (always built, checkpoint keys) get no
-        gradient. docs/focus_training.md#t7"""
+        gradient. docs/focus.md#t7"""
         return getattr(self.sem_seg_head.predictor, "clip_refiner", None) is None
 
     def on_weights_loaded(self):

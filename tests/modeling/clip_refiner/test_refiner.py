@@ -266,7 +266,7 @@ def _tower_state(seed, tiny_clip):
 
 
 def test_training_with_an_unloaded_tower_stops_unless_allowed(monkeypatch, tiny_clip):
-    """docs/focus_training.md#t2: a random tower is refused in training unless ALLOW_RANDOM_WEIGHTS; loading a
+    """docs/focus.md#t2: a random tower is refused in training unless ALLOW_RANDOM_WEIGHTS; loading a
     state dict that carries the tower (e.g. a FOCUS checkpoint through MODEL.WEIGHTS) counts as loaded."""
     monkeypatch.setattr(refiner_mod, "build_clip_model", lambda name, depth, weights: tiny_clip(depth))
     r = FOCUSCLIPRefiner(prompts=PROMPTS, text_templates=("a photo of a {}.",))
@@ -280,7 +280,7 @@ def test_training_with_an_unloaded_tower_stops_unless_allowed(monkeypatch, tiny_
 
 
 def test_text_features_follow_the_loaded_tower(refiner, tiny_clip):
-    """docs/focus_training.md#t3: text features cached before a load are recomputed from the loaded tower."""
+    """docs/focus.md#t3: text features cached before a load are recomputed from the loaded tower."""
     before = refiner.get_text_features(PROMPTS)[:2].clone()
     state = _tower_state(7, tiny_clip)
     refiner.load_state_dict(state, strict=False)
