@@ -1,41 +1,38 @@
-"""torchvision ResNet trunks as plain module lists, for members whose official code re-exposes the stages.
-
-Several official codebases (FSNet, ...) keep torchvision's ResNet-50 stages under their own attribute
-names (``layer1_rgb``, ``conv1_flow``, ...). `resnet_trunk` builds torchvision's modules (same function,
-same parameter names below the stage) so a member only chooses the attribute names; `load_imagenet_trunk`
-copies a torchvision ImageNet state dict into such a trunk. No weights are ever downloaded.
-"""
-from typing import Dict, Sequence
-
-import torch
+"""A ResNet returning its five stage maps, with timm's parameter names (shared by the members that use one)."""
 from torch import nn
-from torchvision.models.resnet import Bottleneck, ResNet
 
-__all__ = ["resnet_trunk", "RESNET50_DEPTHS", "load_imagenet_trunk"]
-
-RESNET50_DEPTHS = (3, 4, 6, 3)
+__all__ = ["ResNetFeatures"]
 
 
-def resnet_trunk(depths: Sequence[int] = RESNET50_DEPTHS) -> Dict[str, nn.Module]:
-    """torchvision's Bottleneck ResNet (v1.5: stride on the 3x3 conv) without avgpool/fc.
+class ResNetFeatures(nn.Module):
+    """timm `ResNet` (bottleneck, v1.5: stride on the 3x3) without its classifier, returning
+    `[stem, layer1, layer2, layer3, layer4]` = strides 2, 4, 8, 16, 32 with channels 64, 256, 512, 1024, 2048.
 
-    Returns ``{"conv1", "bn1", "relu", "maxpool", "layer1".."layer4"}`` (torchvision's modules, its
-    initialisation). ``depths`` = blocks per stage; (3, 4, 6, 3) is ResNet-50.
+    The same tensors and names as timm's `resnet50(features_only=True)` (`conv1`, `bn1`, `layerL.i.*`), which is
+    what released checkpoints built on that call hold; `depths` other than (3, 4, 6, 3) build shallower variants
+    (e.g. the reduced ResNets of golden cases). Built directly because `timm.create_model("resnet50", ...)` does
+    not accept another block count.
+
+    Args:
+        depths: bottleneck blocks per stage.
+        stem_width: output channels of the stem.
     """
-    net = ResNet(Bottleneck, list(depths))
-    return {name: getattr(net, name) for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")}
 
+    def __init__(self, depths=(3, 4, 6, 3), stem_width=64):
+        super().__init__()
+        from timm.models.resnet import Bottleneck, ResNet  # timm is imported only when a ResNet is built
 
-def load_imagenet_trunk(modules: Dict[str, nn.Module], state_dict: Dict[str, torch.Tensor]) -> int:
-    """Copy a torchvision ResNet state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...) into `modules`
-    (torchvision name -> module, as returned by `resnet_trunk`). ``fc.*`` is ignored; every trunk tensor must be
-    present with the same shape. Returns the number of tensors copied."""
-    copied = 0
-    for name, module in modules.items():
-        own = module.state_dict()
-        if not own:
-            continue
-        sub = {k[len(name) + 1:]: v for k, v in state_dict.items() if k.startswith(name + ".")}
-        module.load_state_dict(sub, strict=True)
-        copied += len(sub)
-    return copied
+        net = ResNet(block=Bottleneck, layers=list(depths), stem_width=stem_width, num_classes=0)
+        self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.act1, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.channels = (stem_width, 256, 512, 1024, 2048)
+        self.strides = (2, 4, 8, 16, 32)
+
+    def forward(self, x):
+        """`x` (B, 3, H, W) -> list of 5 maps (B, C_i, H / s_i, W / s_i) (sizes rounded as the convs do)."""
+        x0 = self.act1(self.bn1(self.conv1(x)))
+        x1 = self.layer1(self.maxpool(x0))
+        x2 = self.layer2(x1)
+        x3 = self.layer3(x2)
+        x4 = self.layer4(x3)
+        return [x0, x1, x2, x3, x4]

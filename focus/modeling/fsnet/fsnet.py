@@ -18,7 +18,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from ..backbone.resnet import load_imagenet_trunk, resnet_trunk
+from ..backbone.resnet import ResNetFeatures
 from .transfer import transfer_stage_weights
 from .layers import BPM, BasicConv2d, Decoder, DimReduce, channel_attention, resize_as
 
@@ -32,14 +32,16 @@ _TRUNK_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
 
 
 class FSNetResNet(nn.Module):
-    """The official three-trunk ``ResNet50`` container: torchvision stems and stages registered as
-    ``{conv1,bn1,relu,maxpool,layer1..4}{_rgb,_flow,}`` (the official key names and order)."""
+    """The official three-trunk ``ResNet50`` container: the stems and stages of three shared `ResNetFeatures`
+    (timm's ResNet-50, torchvision's names and function) registered as ``{conv1,bn1,relu,maxpool,layer1..4}``
+    + ``_rgb`` / ``_flow`` / no suffix (the official key names and order)."""
 
     def __init__(self, depths=(3, 4, 6, 3)):
         super().__init__()
         for suffix in _STREAMS:
-            for name, module in resnet_trunk(depths).items():
-                setattr(self, name + suffix, module)
+            net = ResNetFeatures(depths)
+            for name in _TRUNK_PARTS:
+                setattr(self, name + suffix, getattr(net, "act1" if name == "relu" else name))
 
     def trunk(self, suffix):
         """torchvision name -> module of one trunk (``"_rgb"``, ``"_flow"`` or ``""``)."""
@@ -47,6 +49,15 @@ class FSNetResNet(nn.Module):
 
     def stem(self, x, suffix):
         return getattr(self, "relu" + suffix)(getattr(self, "bn1" + suffix)(getattr(self, "conv1" + suffix)(x)))
+
+    def load_imagenet(self, state_dict):
+        """Copy a torchvision ResNet-50 state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...; ``fc.*``
+        ignored) into all three trunks, strictly (docs/fsnet.md#q18)."""
+        for suffix in _STREAMS:
+            for name, module in self.trunk(suffix).items():
+                if module.state_dict():
+                    module.load_state_dict({k[len(name) + 1:]: v for k, v in state_dict.items()
+                                            if k.startswith(name + ".")}, strict=True)
 
 
 def minmax_normalize(p, eps=1e-8):
@@ -156,8 +167,7 @@ class FSNet(nn.Module):
         if imagenet_weights:
             sd = torch.load(imagenet_weights, map_location="cpu", weights_only=True)
             sd = sd.get("state_dict", sd.get("model", sd))
-            for suffix in _STREAMS:
-                load_imagenet_trunk(self.resnet.trunk(suffix), sd)
+            self.resnet.load_imagenet(sd)
             logger.info(f"FSNet: ImageNet ResNet-50 from {imagenet_weights} copied into the three trunks")
 
     @property

@@ -31,3 +31,22 @@ def test_released_manifest(shared_reference):
     assert manifest["released_file_key_prefix"] == "module."
     released = {"module." + k: None for k in sd}
     assert set(model.checkpoint_filter_fn(released)) == set(sd)
+
+
+def test_imagenet_init_and_torchvision_function():
+    """The trunks compute torchvision's ResNet-50 function and take its ImageNet state dict (#q18)."""
+    import torchvision
+
+    from focus.modeling.fsnet.fsnet import FSNetResNet
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1]).eval()
+    trunks = FSNetResNet((1, 1, 1, 1)).eval()
+    trunks.load_imagenet(tv.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
+        for suffix in ("_rgb", "_flow", ""):
+            t = trunks.trunk(suffix)
+            y = t["layer4"](t["layer3"](t["layer2"](t["layer1"](t["maxpool"](trunks.stem(x, suffix))))))
+            torch.testing.assert_close(y, ref, rtol=0, atol=1e-5)
