@@ -35,7 +35,6 @@ def test_stage_configs_load():
     assert s3.MODEL.FSNET.TRANSFER.MOTION_WEIGHTS.startswith(s2.OUTPUT_DIR)
 
 
-@pytest.mark.slow  # ~80 s on 2 busy cores: 3 x 3 iterations + an evaluation with random RAFT flow on the fly
 def test_three_stages_and_eval(shared_data, tmp_path, single_thread, load_tool):
     data = _tiny_vos(shared_data / "vos" / "DAVIS2016-sample", tmp_path / "vos")
     ds = f"('folder:vos:{data}',)"
