@@ -41,6 +41,7 @@ def _add_mask_former_config(cfg):
     """`MODEL.MASK_FORMER`, `MODEL.SEM_SEG_HEAD`, `INPUT`, `SOLVER`, `WANDB` keys (spec Appendix B)."""
     # data
     cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper (both names use FocusDatasetMapper)
+    cfg.INPUT.TEST_MAPPER_NAME = "FocusTestMapper"  # test mapper (`focus.data.mappers.MAPPER_REGISTRY`)
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD-style colour augmentation in the training mapper
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 makes the category-constrained crop a plain crop
     cfg.INPUT.SIZE_DIVISIBILITY = -1  # official mapper: a fixed pad/crop *target size* (512), spec 8.1 step 5
@@ -209,4 +210,7 @@ def add_focus_config(cfg):
     _add_dinov2_config(cfg)
     _add_cliprefiner_config(cfg)
     _add_focus_extras(cfg)
+    from .modeling.birefnet.config import add_birefnet_config
+
+    add_birefnet_config(cfg)
     return cfg

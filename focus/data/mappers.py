@@ -15,11 +15,13 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.registry import Registry
 
 from .catalog import ensure_registered
 from .io import binarize_mask, check_same_size, read_image, read_mask
 
 __all__ = [
+    "MAPPER_REGISTRY",
     "FocusDatasetMapper",
     "FocusTestMapper",
     "mask_to_labels",
@@ -29,6 +31,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAPPER_REGISTRY = Registry("MAPPER")
+MAPPER_REGISTRY.__doc__ = """Dataset mappers, built as `MAPPER_REGISTRY.get(name)(cfg, is_train)` (`INPUT.DATASET_MAPPER_NAME`,
+`INPUT.TEST_MAPPER_NAME`)."""
 
 
 def mask_to_labels(mask):
