@@ -23,6 +23,22 @@ class FOCUSCheckpointer(DetectionCheckpointer):
     _MODEL_PREFIXES = ("backbone.", "sem_seg_head.", "criterion.")
 
     def _load_file(self, filename):
+        if filename.endswith(".safetensors"):  # e.g. a Hugging Face `model.safetensors` (a flat state dict)
+            from safetensors.torch import load_file
+
+            return {"model": load_file(filename)}
+        return self._load_file_torch(filename)
+
+    def _load_model(self, checkpoint):
+        """Apply the model's `checkpoint_filter_fn(state_dict) -> state_dict` (timm-style hook) if it has one."""
+        model = getattr(self.model, "module", self.model)
+        filter_fn = getattr(model, "checkpoint_filter_fn", None)
+        if callable(filter_fn):
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            checkpoint["model"] = filter_fn(checkpoint["model"])
+        return super()._load_model(checkpoint)
+
+    def _load_file_torch(self, filename):
         """`.pth`: detectron2 already wraps a bare state dict. `.pkl`: a FOCUS state dict (bare, or under
         "model" without detectron2's "__author__" tag) is loaded as is, never through detectron2's Caffe2 name
         conversion; any other `.pkl` (e.g. the converted DINOv2 weights, spec §11) goes to detectron2."""
