@@ -42,13 +42,14 @@ class PyramidVisionTransformerV2(nn.Module):
         super().__init__()
         self.num_stages = len(depths)
         self.embed_dims = list(embed_dims)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         norm = partial(nn.LayerNorm, eps=1e-6)
-        cur = 0
-        for i in range(self.num_stages):
+        for i in range(self.num_stages):  # registered first, as in the original (state-dict order)
             self.add_module(f"patch_embed{i + 1}", OverlapPatchEmbed(
                 patch_size=7 if i == 0 else 3, stride=4 if i == 0 else 2,
                 in_chans=3 if i == 0 else embed_dims[i - 1], embed_dim=embed_dims[i]))
+        cur = 0
+        for i in range(self.num_stages):
             blocks = nn.ModuleList(
                 Block(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], qkv_bias=True,
                       drop_path=dpr[cur + j], norm_layer=norm)

@@ -160,7 +160,7 @@ class SwinTransformerV1(nn.Module):
         super().__init__()
         self.num_layers = len(depths)
         self.patch_embed = PatchEmbedV1(patch_size, 3, embed_dim)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.num_features = [int(embed_dim * 2**i) for i in range(self.num_layers)]
         self.layers = nn.ModuleList(
             SwinStageV1(

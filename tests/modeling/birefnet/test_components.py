@@ -1,0 +1,207 @@
+"""BiRefNet parts against hand-computed values and reference formulations (CPU, seconds)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from focus.modeling.birefnet.losses import finetune_weights, iou_loss, laplacian, pixel_losses, ssim_loss
+from focus.modeling.birefnet.mapper import BiRefNetTestMapper, tile_boxes
+from focus.modeling.birefnet.modules import ASPPDeformable, DeformableConv2d, image2patches
+
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: ~10x faster on busy shared cores
+
+
+def tiny_cfg(*opts):
+    from focus.engine.trainer import setup_cfg
+
+    return setup_cfg(str(ROOT / "configs" / "birefnet" / "tiny.yaml"), list(opts))
+
+
+def tiny_model(*opts, seed=0):
+    from focus.modeling.birefnet import BiRefNet
+
+    torch.manual_seed(seed)
+    return BiRefNet(tiny_cfg(*opts))
+
+
+def test_image2patches_is_a_block_split_not_pixel_unshuffle():
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).view(2, 3, 8, 12)
+    p = image2patches(x, 2, 3)  # blocks of 4 x 4
+    assert p.shape == (2, 18, 4, 4)
+    for c in range(3):
+        for gi in range(2):
+            for gj in range(3):
+                assert torch.equal(p[:, c * 6 + gi * 3 + gj], x[:, c, gi * 4:(gi + 1) * 4, gj * 4:(gj + 1) * 4])
+    assert not torch.equal(p, F.pixel_unshuffle(x[:, :, :, :8], 2)[:, :1].expand(-1, 18, -1, -1)[:, :, :, :4])
+
+
+def test_deformable_conv_at_init_is_a_plain_conv():
+    torch.manual_seed(0)
+    m = DeformableConv2d(5, 7, 3, padding=1)
+    x = torch.randn(2, 5, 9, 11)
+    assert torch.allclose(m(x), F.conv2d(x, m.regular_conv.weight, padding=1), atol=1e-5)
+
+
+def test_deformable_conv_integer_offset_shifts_the_sampling():
+    """An offset of +1 row on every tap samples the next row (zero outside the image)."""
+    torch.manual_seed(0)
+    m = DeformableConv2d(2, 3, 1, padding=0)
+    with torch.no_grad():
+        m.offset_conv.bias.copy_(torch.tensor([1.0, 0.0]))
+    x = torch.randn(1, 2, 6, 5)
+    shifted = torch.cat([x[:, :, 1:], torch.zeros(1, 2, 1, 5)], dim=2)
+    assert torch.allclose(m(x), F.conv2d(shifted, m.regular_conv.weight), atol=1e-5)
+
+
+def test_aspp_deformable_shapes_and_branches():
+    m = ASPPDeformable(8, width=4).eval()
+    assert m(torch.randn(2, 8, 6, 6)).shape == (2, 8, 6, 6)
+    assert [b.atrous_conv.regular_conv.kernel_size for b in [m.aspp1, *m.aspp_deforms]] == [(1, 1), (1, 1), (3, 3), (7, 7)]
+
+
+def test_swin_pads_every_stage_and_attends_to_padding():
+    """A window larger than the stride-32 map still partitions (padding), unlike timm's clamped window, and the
+    output at the valid tokens changes when padding tokens would be masked (docs/birefnet.md#q13)."""
+    from focus.modeling.backbone.swin_v1 import SwinTransformerV1, shift_window_mask
+
+    torch.manual_seed(0)
+    m = SwinTransformerV1(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 1, 1), window_size=7).eval()
+    outs = m(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(1, 8, 16, 24), (1, 16, 8, 12), (1, 32, 4, 6), (1, 64, 2, 3)]
+    mask = shift_window_mask(14, 14, 7, 3)
+    assert mask.shape == (4, 49, 49) and torch.isinf(mask).any() and (mask.diagonal(dim1=1, dim2=2) == 0).all()
+
+
+def test_losses_hand_values():
+    p = torch.tensor([[[[0.5, 1.0], [0.0, 0.25]]]]).repeat(3, 1, 1, 1)
+    g = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]]).repeat(3, 1, 1, 1)
+    one = 1 - 1.5 / (2 + 1.75 - 1.5)
+    assert iou_loss(p, g, "sum").item() == pytest.approx(3 * one)  # docs/birefnet.md#q5
+    assert iou_loss(p, g, "mean").item() == pytest.approx(one)
+    assert ssim_loss(g, g).item() == pytest.approx(0.0, abs=1e-6)
+    # Laplacian of a ramp is zero inside; of a point: centre -24/48, neighbours 1/48
+    d = torch.zeros(1, 1, 7, 7)
+    d[0, 0, 3, 3] = 1
+    lap = laplacian(d)
+    assert lap[0, 0, 3, 3].item() == pytest.approx(-0.5) and lap[0, 0, 1, 1].item() == pytest.approx(1 / 48)
+    ramp = torch.arange(9.0).view(1, 1, 1, 9).expand(1, 1, 9, 9)
+    assert laplacian(ramp)[0, 0, 2:-2, 2:-2].abs().max().item() < 1e-5
+
+
+def test_pixel_losses_sum_over_scales():
+    g = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    logits = [torch.randn(2, 1, 4, 4), torch.randn(2, 1, 16, 16)]
+    out = pixel_losses(logits, g, (30, 0.5, 10, 0, 0))
+    assert set(out) == {"loss_bce", "loss_iou", "loss_ssim"}
+    up = F.interpolate(logits[0], size=(16, 16), mode="bilinear", align_corners=True).sigmoid()
+    bce = 30 * (F.binary_cross_entropy(up, g) + F.binary_cross_entropy(logits[1].sigmoid(), g))
+    assert out["loss_bce"].item() == pytest.approx(bce.item(), rel=1e-5)
+
+
+def test_finetune_weights_compound_per_epoch():
+    w = (30, 0.5, 10, 100, 0)
+    f = (0.0, 0.5, 1.0, 0.9, 1.0)
+    assert finetune_weights(w, 79, 100, 20, 5, f) == w
+    assert finetune_weights(w, 80, 100, 20, 5, f) == pytest.approx((0, 0.25, 10, 90, 0))
+    assert finetune_weights(w, 90, 100, 20, 5, f) == pytest.approx((0, 0.0625, 10, 72.9, 0))  # docs/birefnet.md#q8
+    assert finetune_weights(w, 90, 100, 20, 5, f, compound=False) == pytest.approx((0, 0.25, 10, 90, 0))
+
+
+def test_test_mapper_official_and_readme_paths():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    cfg = tiny_cfg()
+    out = BiRefNetTestMapper(cfg, is_train=False).map_image(img)
+    assert (out["height"], out["width"]) == (50, 70) and out["image"].dtype == torch.uint8
+    ref = cv2.resize(img, (64, 64), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(out["image"].permute(1, 2, 0).numpy(), ref)
+    readme = BiRefNetTestMapper(tiny_cfg("MODEL.BIREFNET.INFERENCE_PATH", "readme"), is_train=False).map_image(img)
+    assert not torch.equal(readme["image"], out["image"])
+
+
+def test_tile_boxes_cover_with_overlap():
+    boxes = tile_boxes(300, 500, 128, 0.25)
+    cover = np.zeros((300, 500), int)
+    for y0, x0, y1, x1 in boxes:
+        assert y1 - y0 == 128 and x1 - x0 == 128
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+    xs = sorted({b[1] for b in boxes})
+    assert all(b - a <= 96 for a, b in zip(xs, xs[1:]))
+    assert tile_boxes(100, 500, 128, 0.25)[0][2] == 100
+
+
+def test_tiny_model_eval_and_tiled_outputs():
+    model = tiny_model("MODEL.BIREFNET.TILE.ENABLED", True, "MODEL.BIREFNET.TILE.SIZE", 64).eval()
+    cfg = tiny_cfg("MODEL.BIREFNET.TILE.ENABLED", True, "MODEL.BIREFNET.TILE.SIZE", 64)
+    mapper = BiRefNetTestMapper(cfg, is_train=False)
+    img = np.random.default_rng(1).integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    inp = mapper.map_image(img)
+    assert inp["tiles"].shape[1:] == (3, 64, 64) and len(inp["tiles"]) == len(inp["tile_boxes"]) == 9
+    with torch.no_grad():
+        tiled = model([inp])[0]
+        plain = model([{k: inp[k] for k in ("image", "height", "width")}])[0]
+    for out in (tiled, plain):
+        assert out["foreground"].shape == (120, 150) and out["mask"].dtype == torch.bool
+        assert 0 <= out["foreground"].min() and out["foreground"].max() <= 1
+    assert not torch.equal(tiled["foreground"], plain["foreground"])
+
+
+def test_tiny_model_trains_with_and_without_checkpointing():
+    torch.manual_seed(0)
+    batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),
+              "gt": (torch.rand(1, 64, 64) > 0.5).float()} for _ in range(2)]
+    grads = []
+    for ckpt in (False, True):
+        model = tiny_model("MODEL.BIREFNET.GRAD_CHECKPOINTING", ckpt, "MODEL.BIREFNET.DROP_PATH_RATE", 0.0).train()
+        losses = model(batch)
+        assert set(losses) == {"loss_bce", "loss_iou", "loss_ssim", "loss_gdt"}
+        sum(losses.values()).backward()
+        grads.append(model.bb.layers[0].blocks[0].attn.qkv.weight.grad.clone())
+        assert model.decoder.conv_ms_spvn_4.weight.grad is not None  # training-only heads are trained
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_checkpoint_filter_strips_prefixes_and_fills_buffers():
+    from focus.modeling.birefnet import strip_prefixes
+
+    assert strip_prefixes("module._orig_mod.bb.x") == "bb.x" == strip_prefixes("_orig_mod.module.bb.x")
+    model = tiny_model()
+    sd = {"_orig_mod." + k: v for k, v in model.state_dict().items()
+          if not k.endswith(("relative_position_index", "num_batches_tracked"))}
+    out = model.checkpoint_filter_fn(sd)
+    assert list(sorted(out)) == sorted(model.state_dict())
+
+
+@pytest.mark.parametrize("fmt", ["pth-module", "pth-compiled", "safetensors"])
+def test_released_files_load_through_model_weights(tmp_path, fmt):
+    """A bare state dict (`.pth`, with `module.` / `_orig_mod.` prefixes) and a Hugging Face `model.safetensors`
+    load through the checkpointer unchanged."""
+    from detectron2.modeling import build_model
+    from safetensors.torch import save_file
+
+    from focus.engine.trainer import FOCUSTrainer
+
+    src = tiny_model(seed=1)
+    for m in src.modules():  # non-trivial BN statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    sd = src.state_dict()
+    if fmt == "safetensors":
+        path = tmp_path / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        prefix = "module." if fmt == "pth-module" else "_orig_mod."
+        path = tmp_path / "BiRefNet-general-epoch_244.pth"
+        torch.save({prefix + k: v for k, v in sd.items()}, path)
+    cfg = tiny_cfg("MODEL.WEIGHTS", str(path))
+    torch.manual_seed(5)
+    model = build_model(cfg)
+    FOCUSTrainer.load_weights(cfg, model)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
