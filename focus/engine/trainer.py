@@ -30,6 +30,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
 from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
+from ..data.mappers import MAPPER_REGISTRY
 from ..modeling.checkpoint import FOCUSCheckpointer
 from .tta import FOCUSWithTTA
 
@@ -54,6 +55,14 @@ def _atomic_write(path, write_fn, mode="wb"):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def build_mapper(cfg, is_train):
+    """`INPUT.DATASET_MAPPER_NAME` / `INPUT.TEST_MAPPER_NAME` from `MAPPER_REGISTRY`; the FOCUS mappers otherwise."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME if is_train else cfg.INPUT.TEST_MAPPER_NAME
+    if name in MAPPER_REGISTRY:
+        return MAPPER_REGISTRY.get(name)(cfg, is_train)
+    return FocusDatasetMapper(cfg, True) if is_train else FocusTestMapper(cfg)
 
 
 class AtomicCheckpointer(FOCUSCheckpointer):
@@ -288,12 +297,12 @@ class FOCUSTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=FocusTestMapper(cfg))
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
