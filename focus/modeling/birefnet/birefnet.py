@@ -67,7 +67,7 @@ class BiRefNet(nn.Module):
     @configurable
     def __init__(self, *, bb: nn.Module, channels: List[int], inter_channels=64, aspp_width=256,
                  size=(1024, 1024), inference_path="official", mask_threshold=0.5, tile=None, loss=None,
-                 dynamic_size=(), max_iter=0):
+                 dynamic_size=(), max_iter=0, fused_stride1=False):
         super().__init__()
         self.bb = bb
         raw = list(reversed(channels))  # deepest first, as the official `lateral_channels_in_collection`
@@ -75,7 +75,8 @@ class BiRefNet(nn.Module):
         squeeze_in = c[0] + sum(c[1:])  # context x1, x2, x3 concatenated before x4
         self.squeeze_module = nn.Sequential(
             BasicDecBlk(squeeze_in, c[0], inter_channels=inter_channels, aspp_width=aspp_width))
-        self.decoder = BiRefNetDecoder(c, inter_channels=inter_channels, aspp_width=aspp_width)
+        self.decoder = BiRefNetDecoder(c, inter_channels=inter_channels, aspp_width=aspp_width,
+                                       fused_stride1=fused_stride1)
         self.size = tuple(size)
         self.inference_path = inference_path
         self.mask_threshold = mask_threshold
@@ -104,7 +105,7 @@ class BiRefNet(nn.Module):
                 "last_iters": lo.FINETUNE_LAST_ITERS, "iters_per_epoch": lo.ITERS_PER_EPOCH,
                 "factors": tuple(lo.FINETUNE_FACTORS), "compound": lo.FINETUNE_COMPOUND,
             },
-            "dynamic_size": b.DYNAMIC_SIZE, "max_iter": cfg.SOLVER.MAX_ITER,
+            "dynamic_size": b.DYNAMIC_SIZE, "max_iter": cfg.SOLVER.MAX_ITER, "fused_stride1": b.FUSED_STRIDE1,
         }
 
     @property

@@ -205,3 +205,20 @@ def test_released_files_load_through_model_weights(tmp_path, fmt):
     FOCUSTrainer.load_weights(cfg, model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 96)])
+def test_fused_stride1_output_equals_the_official_path(size):
+    """docs/birefnet.md#speed: the folded stride-1 head gives the official logits up to rounding, border included."""
+    model = tiny_model(seed=3).eval()
+    for m in model.modules():  # non-trivial biases everywhere
+        if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+            torch.nn.init.normal_(m.bias, std=0.5)
+    x = torch.randn(2, 3, *size)
+    p1 = torch.randn(2, model.decoder.conv_out1[0].in_channels - model.decoder.ipt_blk1.conv_out.out_channels,
+                     size[0] // 4, size[1] // 4)
+    with torch.no_grad():
+        ref = model.decoder.conv_out1(torch.cat(
+            (F.interpolate(p1, size=size, mode="bilinear", align_corners=True), model.decoder.ipt_blk1(x)), 1))
+        fused = model.decoder.fused_output(p1, x)
+    assert (fused - ref).abs().max().item() < 1e-5
