@@ -11,7 +11,7 @@ the values that the shipped models use live in `configs/Base-FOCUS.yaml` and its
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_focus_config"]
+__all__ = ["add_focus_config", "get_focus_cfg", "inference_config"]
 
 
 def _add_deeplab_config(cfg):
@@ -40,8 +40,8 @@ def _add_deeplab_config(cfg):
 def _add_mask_former_config(cfg):
     """`MODEL.MASK_FORMER`, `MODEL.SEM_SEG_HEAD`, `INPUT`, `SOLVER`, `WANDB` keys (spec Appendix B)."""
     # data
-    cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper (both names use FocusDatasetMapper)
-    cfg.INPUT.TEST_MAPPER_NAME = "FocusTestMapper"  # test mapper (`focus.data.mappers.MAPPER_REGISTRY`)
+    cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper, a name in focus.data.MAPPER_REGISTRY
+    cfg.INPUT.TEST_MAPPER_NAME = "focus_test_mapper"  # inference mapper (evaluation, predictor, demo)
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD-style colour augmentation in the training mapper
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 makes the category-constrained crop a plain crop
     cfg.INPUT.SIZE_DIVISIBILITY = -1  # official mapper: a fixed pad/crop *target size* (512), spec 8.1 step 5
@@ -188,14 +188,45 @@ def _add_focus_extras(cfg):
     """Keys that exist only in `focus`: evaluation protocol, datasets from folders, inference options."""
     cfg.TEST.EVAL_PROTOCOL = "standard"  # "standard" (pysodmetrics on soft maps), "focus" (official) or "both"
     cfg.TEST.SAVE_PER_IMAGE = True  # write per-image metrics next to the summary
-    cfg.MODEL.FOCUS = CN()
-    # dtype of the model at inference: "fp32", "bf16" or "fp16" (weights stored in it, not only autocast)
-    cfg.MODEL.FOCUS.INFERENCE_DTYPE = "fp32"
-    # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, norms, residuals and the pixel
-    # decoder fp32: the fp32 model's numerics under autocast) or "full" (every weight and activation in the dtype)
-    cfg.MODEL.FOCUS.INFERENCE_CAST = "autocast"
-    # eval on CPU without grad: nn.Linear weights packed once for oneDNN (25-35 % faster matmuls than F.linear)
-    cfg.MODEL.FOCUS.INFERENCE_PACK = True
+    # Inference preparation (`focus.modeling.inference.prepare_for_inference`, applied by the predictor, the demo,
+    # --eval-only and the benchmark; never by a forward). dtype: "fp32", "bf16" or "fp16" (weights stored in it)
+    cfg.TEST.INFERENCE_DTYPE = "fp32"
+    # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, the rest fp32: the fp32
+    # model's numerics under autocast) or "full" (every weight and activation in the dtype)
+    cfg.TEST.INFERENCE_CAST = "autocast"
+    # on CPU: nn.Linear weights packed once for oneDNN (faster matrix products than F.linear)
+    cfg.TEST.INFERENCE_PACK = True
+    for key in ("INFERENCE_DTYPE", "INFERENCE_CAST", "INFERENCE_PACK"):
+        cfg.register_renamed_key(f"MODEL.FOCUS.{key}", f"TEST.{key}")
+
+
+def get_focus_cfg(config_file=None, opts=()):
+    """A new (unfrozen) config: detectron2's defaults, every `focus` key, then `config_file` (a path; a relative
+    path that does not exist is looked up under the repository's `configs/`) and `KEY VALUE` `opts`."""
+    import os
+
+    from detectron2.config import get_cfg
+
+    cfg = add_focus_config(get_cfg())
+    if config_file is not None:
+        path = str(config_file)
+        if not os.path.isfile(path):
+            candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", path)
+            if not os.path.isfile(candidate):
+                raise FileNotFoundError(f"config file not found: {config_file}")
+            path = candidate
+        cfg.merge_from_file(path)
+    cfg.merge_from_list([str(o) if not isinstance(o, str) else o for o in opts])
+    return cfg
+
+
+def inference_config(cfg):
+    """A frozen copy of `cfg` for inference: training-only parts are not built (FOCUS's CLIP tower, spec §6.6)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.CLIP_REFINER.ENABLED = False
+    cfg.freeze()
+    return cfg
 
 
 def add_focus_config(cfg):

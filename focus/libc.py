@@ -1,6 +1,6 @@
 """The C library's allocator controls (`mallopt`, `malloc_trim`) where they exist: glibc on Linux.
 
-Used by the malloc policies of the tools (`focus.engine.runtime`) and by weight packing (`focus.modeling.packing`),
+Used by the malloc policies of the tools (`tools/malloc_policy.py`) and by weight packing (`focus.modeling.packing`),
 which returns the heap holes of the weights it replaces to the system.
 """
 import ctypes

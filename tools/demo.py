@@ -34,13 +34,9 @@ from tqdm import tqdm  # noqa: E402
 import focus  # noqa: E402,F401  (registers the components)
 from focus.data.io import IMAGE_EXTENSIONS, read_image  # noqa: E402
 from focus.engine import setup_cfg  # noqa: E402
-from focus.engine.predictor import (  # noqa: E402
-    OUTPUT_KINDS,
-    FOCUSPredictor,
-    render_video_frame,
-    save_outputs,
-)
-from focus.engine.runtime import MALLOC_POLICIES, configure_malloc  # noqa: E402
+from focus.engine.predictor import Predictor  # noqa: E402
+from focus.utils.visualizer import OUTPUT_KINDS, render_video_frame, save_outputs  # noqa: E402
+from malloc_policy import MALLOC_POLICIES, configure_malloc  # noqa: E402  (tools/malloc_policy.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/tiny/focus_tiny.yaml"
@@ -162,7 +158,7 @@ class _LazyPredictor:
 
     def __call__(self, image):
         if self._predictor is None:
-            self._predictor = FOCUSPredictor(self.cfg)
+            self._predictor = Predictor(self.cfg)
         return self._predictor(image)
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Train or evaluate FOCUS.
+"""Train or evaluate any member.
 
     python tools/train_net.py --config-file configs/cod/focus_dinov2_large.yaml --num-gpus 2
     python tools/train_net.py --config-file configs/cod/focus_dinov2_large.yaml --resume
     python tools/train_net.py --config-file configs/cod/focus_dinov2_large.yaml --eval-only MODEL.WEIGHTS W.pth
 
-Trailing `KEY VALUE` pairs override the config. `--eval-only` never builds the CLIP branch.
+Trailing `KEY VALUE` pairs override the config. `--eval-only` builds the model for inference
+(`focus.config.inference_config`) and prepares it (`TEST.INFERENCE_*`).
 """
 import os
 import sys
@@ -15,25 +16,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 
 import focus  # noqa: E402,F401  (registers the components)
-from focus.engine.trainer import FOCUSTrainer  # noqa: E402
-from focus.engine.trainer import setup_cfg  # noqa: E402
-from focus.engine.runtime import MALLOC_POLICIES, configure_malloc, default_malloc_policy  # noqa: E402
+from focus.engine.trainer import Trainer, setup_cfg  # noqa: E402
+from focus.modeling.inference import inference_options, prepare_for_inference  # noqa: E402
+from malloc_policy import MALLOC_POLICIES, configure_malloc, default_malloc_policy  # noqa: E402  (tools/)
 
 
 def main(args):
     # --eval-only: reuse freed activation memory across images instead of page-faulting it in; training: return
-    # large freed blocks to the system, for a lower peak (focus.engine.runtime)
+    # large freed blocks to the system, for a lower peak (tools/malloc_policy.py)
     configure_malloc(getattr(args, "malloc", None) or default_malloc_policy(training=not args.eval_only))
     cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
     default_setup(cfg, args)
     if args.eval_only:
-        model = FOCUSTrainer.build_model(cfg)
-        FOCUSTrainer.load_weights(cfg, model)
-        res = FOCUSTrainer.test(cfg, model)
+        model = Trainer.build_model(cfg)
+        Trainer.load_weights(cfg, model)
+        model = prepare_for_inference(model, **inference_options(cfg))
+        res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
-            res.update(FOCUSTrainer.test_with_TTA(cfg, model))
+            res.update(Trainer.test_with_TTA(cfg, model))
         return res
-    trainer = FOCUSTrainer(cfg)
+    trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if cfg.TEST.AUG.ENABLED:
         from detectron2.engine import hooks

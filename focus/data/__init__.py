@@ -14,12 +14,15 @@ from .catalog import (  # noqa: F401
 )
 from .io import binarize_mask, read_image, read_mask  # noqa: F401
 from .mappers import (  # noqa: F401
+    MAPPER_REGISTRY,
     FocusDatasetMapper,
     FocusTestMapper,
+    build_mapper,
     build_test_loader,
     build_train_loader,
     labels_to_instances,
     mask_to_labels,
+    register_mapper,
 )
 from . import synthetic  # noqa: F401
 

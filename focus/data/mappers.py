@@ -22,6 +22,8 @@ from .io import binarize_mask, check_same_size, read_image, read_mask
 
 __all__ = [
     "MAPPER_REGISTRY",
+    "register_mapper",
+    "build_mapper",
     "FocusDatasetMapper",
     "FocusTestMapper",
     "mask_to_labels",
@@ -33,8 +35,30 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAPPER_REGISTRY = Registry("MAPPER")
-MAPPER_REGISTRY.__doc__ = """Dataset mappers, built as `MAPPER_REGISTRY.get(name)(cfg, is_train)` (`INPUT.DATASET_MAPPER_NAME`,
-`INPUT.TEST_MAPPER_NAME`)."""
+MAPPER_REGISTRY.__doc__ = """Dataset mappers by name: `INPUT.DATASET_MAPPER_NAME` (training) and `INPUT.TEST_MAPPER_NAME`
+(inference). Each is built as `MAPPER_REGISTRY.get(name)(cfg, is_train)`. A test mapper maps a dataset dict
+(`__call__`, reads the file) and an in-memory image (`map_image(image, **extras)`) to the model's input dict."""
+
+
+def register_mapper(name):
+    """Class decorator: register a mapper under `name` (config values are names, not class names)."""
+
+    def deco(cls):
+        MAPPER_REGISTRY._do_register(name, cls)  # fvcore's `register` only takes the class name
+        return cls
+
+    return deco
+
+
+def build_mapper(cfg, is_train):
+    """The registered mapper that `cfg` names for training (`INPUT.DATASET_MAPPER_NAME`) or inference
+    (`INPUT.TEST_MAPPER_NAME`), built from `cfg`."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME if is_train else cfg.INPUT.TEST_MAPPER_NAME
+    key = "INPUT.DATASET_MAPPER_NAME" if is_train else "INPUT.TEST_MAPPER_NAME"
+    if name not in MAPPER_REGISTRY:
+        known = ", ".join(sorted(n for n, _ in MAPPER_REGISTRY))
+        raise KeyError(f"{key}: no mapper named {name!r}; registered mappers: {known}")
+    return MAPPER_REGISTRY.get(name)(cfg, is_train)
 
 
 def mask_to_labels(mask):
@@ -74,6 +98,7 @@ def _read_pair(dataset_dict):
     return image, mask
 
 
+@register_mapper("focus_dataset_mapper")
 class FocusDatasetMapper:
     """Training mapper (official `FocusDatasetMapper`, spec §8.1).
 
@@ -157,6 +182,7 @@ class FocusDatasetMapper:
         return dataset_dict
 
 
+@register_mapper("focus_test_mapper")
 class FocusTestMapper:
     """Test mapper: detectron2 ``DatasetMapper(is_train=False)`` semantics (spec §8.1, last paragraph).
 
@@ -166,34 +192,40 @@ class FocusTestMapper:
     """
 
     @configurable
-    def __init__(self, *, min_size=512, max_size=2048, image_format="RGB"):
+    def __init__(self, is_train=False, *, min_size=512, max_size=2048, image_format="RGB"):
+        if is_train:
+            raise ValueError("FocusTestMapper is the inference mapper; use FocusDatasetMapper for training")
         self.resize = T.ResizeShortestEdge(min_size, max_size)
         self.image_format = image_format
 
     @classmethod
-    def from_config(cls, cfg):
-        return {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
+    def from_config(cls, cfg, is_train=False):
+        return {"is_train": is_train, "min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
                 "image_format": cfg.INPUT.FORMAT}
+
+    def map_image(self, image):
+        """Model input for an RGB uint8 `(H, W, 3)` array: `{"image": uint8 (3, h', w'), "height": H, "width": W}`."""
+        if self.image_format == "BGR":
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        aug_input = T.AugInput(image)
+        self.resize(aug_input)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_image(dataset_dict["file_name"])
-        if self.image_format == "BGR":
-            image = image[:, :, ::-1]
-        dataset_dict["height"], dataset_dict["width"] = image.shape[:2]
-        aug_input = T.AugInput(image)
-        self.resize(aug_input)
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
         return dataset_dict
 
 
 def build_train_loader(cfg):
-    """detectron2 infinite training loader over all ``cfg.DATASETS.TRAIN`` with `FocusDatasetMapper`."""
+    """detectron2 infinite training loader over all ``cfg.DATASETS.TRAIN`` with the configured training mapper."""
     for name in cfg.DATASETS.TRAIN:
         ensure_registered(name)
-    return build_detection_train_loader(cfg, mapper=FocusDatasetMapper(cfg, True))
+    return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
 
 
 def build_test_loader(cfg, dataset_name):
-    """detectron2 inference loader (batch 1) of `dataset_name` with `FocusTestMapper`."""
-    return build_detection_test_loader(cfg, ensure_registered(dataset_name), mapper=FocusTestMapper(cfg))
+    """detectron2 inference loader (batch 1) of `dataset_name` with the configured test mapper."""
+    return build_detection_test_loader(cfg, ensure_registered(dataset_name), mapper=build_mapper(cfg, is_train=False))

@@ -1,3 +1,3 @@
-"""Training, evaluation and inference engines (used by `tools/`)."""
-from .trainer import FOCUSTrainer, inference_on_dataset, setup_cfg  # noqa: F401
-from .predictor import FOCUSPredictor  # noqa: F401
+"""Training, evaluation and inference engines for every member (used by `tools/`)."""
+from .trainer import FOCUSTrainer, Trainer, inference_on_dataset, setup_cfg  # noqa: F401
+from .predictor import FOCUSPredictor, Predictor  # noqa: F401

@@ -12,7 +12,7 @@ What it adds to `DefaultTrainer` (spec §10):
 * the task evaluator of `focus.evaluation` and an inference loop that skips images an interrupted evaluation
   already scored; test-time augmentation that returns what that evaluator needs.
 """
-import copy
+import hashlib
 import itertools
 import logging
 import os
@@ -29,12 +29,15 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
-from ..data import FocusDatasetMapper, FocusTestMapper, ensure_registered
-from ..data.mappers import MAPPER_REGISTRY
+from ..config import inference_config
+from ..data import ensure_registered
+from ..data.mappers import build_mapper
 from ..modeling.checkpoint import FOCUSCheckpointer
-from .tta import FOCUSWithTTA
+from ..utils.file_io import atomic_write
+from .tta import TTAModel
 
 __all__ = [
+    "Trainer",
     "FOCUSTrainer",
     "AtomicCheckpointer",
     "AutocastTrainer",
@@ -46,23 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _atomic_write(path, write_fn, mode="wb"):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, mode) as f:
-        write_fn(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def build_mapper(cfg, is_train):
-    """`INPUT.DATASET_MAPPER_NAME` / `INPUT.TEST_MAPPER_NAME` from `MAPPER_REGISTRY`; the FOCUS mappers otherwise."""
-    name = cfg.INPUT.DATASET_MAPPER_NAME if is_train else cfg.INPUT.TEST_MAPPER_NAME
-    if name in MAPPER_REGISTRY:
-        return MAPPER_REGISTRY.get(name)(cfg, is_train)
-    return FocusDatasetMapper(cfg, True) if is_train else FocusTestMapper(cfg)
 
 
 class AtomicCheckpointer(FOCUSCheckpointer):
@@ -82,12 +68,12 @@ class AtomicCheckpointer(FOCUSCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+        atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
 
 
 def amp_dtype(cfg, device_type):
@@ -218,13 +204,32 @@ def build_optimizer(cfg, model):
     return optimizer
 
 
+def model_fingerprint(model):
+    """A short hex digest of `model`'s parameters and buffers (names, shapes, dtypes and a strided sample of at
+    most 4096 values of each), cheap enough for every evaluation: tells one set of weights from another."""
+    digest = hashlib.sha1()
+    with torch.no_grad():
+        for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+            digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            if t.numel() and not t.is_sparse and t.layout == torch.strided:
+                flat = t.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+                digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def inference_on_dataset(model, data_loader, evaluator):
     """Run `model` on `data_loader` and evaluate, skipping inputs the evaluator already scored.
 
     Like `detectron2.evaluation.inference_on_dataset`, but asks `evaluator.is_done(input)` (when the evaluator
-    has it) first, so an interrupted evaluation resumes without recomputing finished images.
+    has it) first, so an interrupted evaluation resumes without recomputing finished images; evaluators with a
+    `model_key` get `model_fingerprint(model)`, so only scores of these weights are resumed.
     """
     evaluators = evaluator._evaluators if isinstance(evaluator, DatasetEvaluators) else [evaluator]
+    key = model_fingerprint(model) if any(hasattr(e, "model_key") for e in evaluators) else None
+    for e in evaluators:
+        if hasattr(e, "model_key"):
+            e.model_key = key
     checks = [e.is_done for e in evaluators if hasattr(e, "is_done")]
     evaluator.reset()
     total = len(data_loader)
@@ -252,8 +257,9 @@ def inference_on_dataset(model, data_loader, evaluator):
     return results if results is not None else {}
 
 
-class FOCUSTrainer(DefaultTrainer):
-    """`DefaultTrainer` with the FOCUS data, evaluator, optimizer, schedule, AMP and atomic checkpoints."""
+class Trainer(DefaultTrainer):
+    """`DefaultTrainer` for any member: mappers by name (`INPUT.DATASET_MAPPER_NAME`, `INPUT.TEST_MAPPER_NAME`),
+    the `focus` evaluator, the optimizer and schedule of the config, AMP on any device, atomic checkpoints."""
 
     def __init__(self, cfg):
         from detectron2.engine import TrainerBase
@@ -263,12 +269,6 @@ class FOCUSTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
-        if cfg.MODEL.FOCUS.INFERENCE_DTYPE != "fp32":
-            # reduced-precision inference stores the weights in that dtype: the evaluations during training would
-            # round the weights being trained
-            logger.warning(f"MODEL.FOCUS.INFERENCE_DTYPE {cfg.MODEL.FOCUS.INFERENCE_DTYPE} applies to --eval-only and "
-                           "the demo; evaluations during training run in fp32")
-            model.inference_dtype = torch.float32
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
@@ -297,19 +297,21 @@ class FOCUSTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, True))
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         # imported here: the metrics' dependencies (pysodmetrics, scikit-image, ~50 MB) are for evaluation only
         from ..evaluation import build_evaluator
+        from ..evaluation.evaluator import safe_name
 
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        # dataset names may hold paths (`folder:<task>:<images>:<masks>`): one folder level each
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", safe_name(dataset_name))
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
@@ -319,6 +321,13 @@ class FOCUSTrainer(DefaultTrainer):
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_deeplab_lr_scheduler(cfg, optimizer)
+
+    def resume_or_load(self, resume=True):
+        """detectron2's, plus: a resumed run follows this config's `SOLVER.MAX_ITER` (the checkpointed schedule
+        remembers the length it was built with, and a poly schedule past its end raises)."""
+        super().resume_or_load(resume=resume)
+        if hasattr(self.scheduler, "max_iters"):
+            self.scheduler.max_iters = self.max_iter
 
     @classmethod
     def load_weights(cls, cfg, model):
@@ -343,40 +352,27 @@ class FOCUSTrainer(DefaultTrainer):
     @classmethod
     def test_with_TTA(cls, cfg, model):
         """Evaluate with test-time augmentation (`TEST.AUG`); results are suffixed `_TTA`."""
-        model = FOCUSWithTTA(cfg, model)
+        from ..evaluation.evaluator import safe_name
+
+        model = TTAModel(cfg, model)
         evaluators = [
-            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", safe_name(name)))
             for name in cfg.DATASETS.TEST
         ]
         res = cls.test(cfg, model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
 
-def clone_for_eval(cfg):
-    """A frozen copy of `cfg` for inference: the CLIP branch is training-only and never built here."""
-    cfg = copy.deepcopy(cfg)
-    cfg.defrost()
-    cfg.MODEL.CLIP_REFINER.ENABLED = False
-    cfg.freeze()
-    return cfg
+FOCUSTrainer = Trainer  # the earlier name
 
 
 def setup_cfg(config_file, opts=(), eval_only=False):
     """Build a frozen config: detectron2 defaults + `add_focus_config` + file + overrides.
 
-    For `--eval-only` the CLIP branch is not built (it is training-only, spec §6.6).
+    For `--eval-only` the config is `inference_config`'s (training-only parts are not built).
     """
-    from detectron2.config import get_cfg
+    from ..config import get_focus_cfg
 
-    from ..config import add_focus_config
-
-    cfg = get_cfg()
-    add_focus_config(cfg)
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if eval_only:
-        cfg.MODEL.CLIP_REFINER.ENABLED = False
+    cfg = get_focus_cfg(config_file, opts)
     cfg.freeze()
-    return cfg
+    return inference_config(cfg) if eval_only else cfg

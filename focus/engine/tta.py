@@ -1,31 +1,44 @@
-"""Test-time augmentation that returns everything the FOCUS evaluator needs.
+"""Test-time augmentation for any member: rescaled and flipped copies of each input, merged into one output.
 
-The official TTA (Mask2Former's `SemanticSegmentorWithTTA`) returns only `sem_seg`, so it cannot run with the
-official evaluator, which reads `instances` (spec §13 item 20). Here every augmented copy (shortest side in
-`TEST.AUG.MIN_SIZES`, capped at `TEST.AUG.MAX_SIZE`, optionally flipped) is run, `sem_seg` is averaged at the
-original size, and `foreground` and `instances.pred_masks` are derived from the average: the soft map is
-`sem_seg[0] / (sem_seg[0] + sem_seg[1])` and the binary mask is `foreground > 0.5` (the per-query merge rule
-of spec §1.2 step 10 has no meaning for an average over queries of different runs).
+Every augmented copy (shortest side in `TEST.AUG.MIN_SIZES`, capped at `TEST.AUG.MAX_SIZE`, optionally flipped)
+is run with the original `height`/`width`, un-flipped, and the outputs are merged. By default the `foreground`
+maps are averaged and `mask = foreground > 0.5`. A member that merges differently defines
+`merge_tta_outputs(outputs, height, width) -> dict` on its model (FOCUS averages `sem_seg`, `docs/focus.md`).
+The result always holds the contract's `foreground` and `mask`, so both evaluation protocols work.
 """
 import torch
 import torch.nn.functional as F
-from detectron2.structures import Instances
 from torch import nn
 
-__all__ = ["FOCUSWithTTA"]
+from ..modeling.inference import InferenceModel
+
+__all__ = ["TTAModel", "FOCUSWithTTA", "average_foreground"]
+
+_SPATIAL_KEYS = ("foreground", "mask", "sem_seg")
 
 
-class FOCUSWithTTA(nn.Module):
-    """Wrap a FOCUS model; `forward(batched_inputs)` returns `sem_seg`, `foreground` and `instances`."""
+def average_foreground(outputs, height, width):
+    """Default merge: mean `foreground` of the copies, `mask = foreground > 0.5` (int32)."""
+    foreground = torch.stack([o["foreground"].float() for o in outputs]).mean(0)
+    return {"foreground": foreground, "mask": (foreground > 0.5).to(torch.int32)}
+
+
+def _unwrap(model):
+    while isinstance(model, (nn.parallel.DistributedDataParallel, InferenceModel)):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model.model
+    return model
+
+
+class TTAModel(nn.Module):
+    """Wrap a model (plain, DDP or prepared for inference); `forward(batched_inputs)` returns merged outputs."""
 
     def __init__(self, cfg, model):
         super().__init__()
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        self.model = model
+        self.model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         self.min_sizes = list(cfg.TEST.AUG.MIN_SIZES)
         self.max_size = cfg.TEST.AUG.MAX_SIZE
         self.flip = cfg.TEST.AUG.FLIP
+        self.merge = getattr(_unwrap(self.model), "merge_tta_outputs", average_foreground)
 
     def _resize(self, image, short):
         h, w = image.shape[-2:]
@@ -34,24 +47,23 @@ class FOCUSWithTTA(nn.Module):
             scale = self.max_size / max(h, w)
         size = (int(h * scale + 0.5), int(w * scale + 0.5))
         out = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-        return out.round().clamp(0, 255).to(image.dtype)
+        return out.round().clamp(0, 255).to(image.dtype) if not image.is_floating_point() else out
 
     def forward(self, batched_inputs):
         return [self._one(x) for x in batched_inputs]
 
     def _one(self, inp):
         height, width = inp.get("height", inp["image"].shape[-2]), inp.get("width", inp["image"].shape[-1])
-        total, count = None, 0
+        outputs = []
         for short in self.min_sizes:
             image = self._resize(inp["image"], short)
             for flip in [False, True] if self.flip else [False]:
-                img = image.flip(-1) if flip else image
-                sem = self.model([{"image": img, "height": height, "width": width}])[0]["sem_seg"]
-                sem = sem.flip(-1) if flip else sem
-                total = sem if total is None else total + sem
-                count += 1
-        sem_seg = total / count
-        foreground = sem_seg[0] / (sem_seg[0] + sem_seg[1]).clamp_min(1e-6)
-        instances = Instances((height, width))
-        instances.pred_masks = (foreground > 0.5).to(torch.int32)
-        return {"sem_seg": sem_seg, "foreground": foreground, "instances": instances}
+                copy = dict(inp, image=image.flip(-1) if flip else image, height=height, width=width)
+                out = self.model([copy])[0]
+                if flip:
+                    out = {k: (v.flip(-1) if k in _SPATIAL_KEYS else v) for k, v in out.items()}
+                outputs.append(out)
+        return self.merge(outputs, height, width)
+
+
+FOCUSWithTTA = TTAModel  # the earlier name

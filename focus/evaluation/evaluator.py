@@ -6,7 +6,7 @@ dict (binarised ``> 128``), read when the image is processed. Protocols (see `fo
 * ``"standard"``: py_sod_metrics on ``outputs[i]["foreground"]`` (soft ``(H, W)`` map in [0, 1], quantised
   to 8 bits with ``round(p·255)``, i.e. exactly what saving it as a PNG and running
   `tools/evaluate_folder.py` gives);
-* ``"focus"``: the official metrics on ``outputs[i]["instances"].pred_masks`` (binary ``(H, W)``);
+* ``"focus"``: the official metrics on ``outputs[i]["mask"]``, the member's binary ``(H, W)`` mask;
 * ``"both"``: both; focus metrics are then reported as ``"focus/<name>"``.
 
 Resume: every scored image is appended (flushed and fsynced) to
@@ -37,14 +37,15 @@ from ..data.io import file_stem, read_mask
 from .folder import format_table, json_safe, result_dict, score_pair
 from .metrics import FOCUS_METRICS, standard_metric_names
 
-__all__ = ["FocusEvaluator", "build_evaluator"]
+__all__ = ["FocusEvaluator", "build_evaluator", "safe_name"]
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("standard", "focus", "both")
 
 
-def _safe(name):
+def safe_name(name):
+    """A file-name-safe form of a dataset name (`folder:` names hold whole paths): at most 120 characters."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-120:]
 
 
@@ -58,9 +59,12 @@ class FocusEvaluator(DatasetEvaluator):
         task: selects the standard extras (BER/IoU/Dice for sd/dbd, F1/AUC for fd); default: the
             dataset's metadata task.
         resume: reload already scored images from ``output_dir`` (False starts the log afresh).
+        model_key: identifies the model being evaluated (`focus.engine.trainer.model_fingerprint`; set by the
+            inference loop): only scores of the same model are resumed, so the periodic evaluations of a training
+            run, or of another checkpoint, never reuse each other's scores.
     """
 
-    def __init__(self, dataset_name, output_dir=None, protocol="standard", task=None, resume=True):
+    def __init__(self, dataset_name, output_dir=None, protocol="standard", task=None, resume=True, model_key=None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
         self.dataset_name = ensure_registered(dataset_name)
@@ -70,6 +74,7 @@ class FocusEvaluator(DatasetEvaluator):
         self.protocol = protocol
         self.output_dir = output_dir
         self.resume = resume
+        self.model_key = model_key
         self._gt_files = None
         self._records = {p: {} for p in self.protocols}
         self._fresh = False  # records loaded from a previous run are not re-written
@@ -78,7 +83,7 @@ class FocusEvaluator(DatasetEvaluator):
     def _log_path(self, protocol, rank=None):
         rank = comm.get_rank() if rank is None else rank
         suffix = f".rank{rank}" if comm.get_world_size() > 1 else ""
-        return Path(self.output_dir) / f"{_safe(self.dataset_name)}_{protocol}_per_image{suffix}.jsonl"
+        return Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}_per_image{suffix}.jsonl"
 
     def reset(self):
         self._records = {p: {} for p in self.protocols}
@@ -86,12 +91,13 @@ class FocusEvaluator(DatasetEvaluator):
             return
         Path(self.output_dir).mkdir(parents=True, exist_ok=True)
         for p in self.protocols:
-            logs = sorted(Path(self.output_dir).glob(f"{_safe(self.dataset_name)}_{p}_per_image*.jsonl"))
+            logs = sorted(Path(self.output_dir).glob(f"{safe_name(self.dataset_name)}_{p}_per_image*.jsonl"))
             if not self.resume:
                 for f in logs:
                     if f == self._log_path(p):
                         f.unlink()
                 continue
+            stale = False
             for f in logs:
                 with open(f) as fh:
                     for line in fh:
@@ -102,7 +108,15 @@ class FocusEvaluator(DatasetEvaluator):
                             rec = json.loads(line)
                         except json.JSONDecodeError:  # a line cut by the interruption
                             continue
+                        if rec.get("model") != self.model_key:
+                            stale = True
+                            continue
                         self._records[p][rec["image_id"]] = rec["metrics"]
+            if stale:  # scores of another model: rewrite this rank's log with the ones that are kept
+                own = {k: v for k, v in self._records[p].items()}
+                self._log_path(p).unlink(missing_ok=True)
+                for image_id, record in own.items():
+                    self._append(p, image_id, record)
             if any(self._records[p].values()):
                 logger.info(f"{self.dataset_name}: resuming {p} evaluation, {len(self._records[p])} image(s) "
                             f"already scored in {self.output_dir}")
@@ -111,7 +125,7 @@ class FocusEvaluator(DatasetEvaluator):
         if not self.output_dir:
             return
         with open(self._log_path(protocol), "a") as fh:
-            fh.write(json.dumps({"image_id": image_id, "metrics": record}) + "\n")
+            fh.write(json.dumps({"image_id": image_id, "metrics": record, "model": self.model_key}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -156,10 +170,10 @@ class FocusEvaluator(DatasetEvaluator):
                     self._check_size(fg, gt, f"foreground map of {input_dict.get('file_name', image_id)}", gt_file)
                     pred = np.round(np.clip(fg, 0.0, 1.0) * 255).astype(np.uint8)
                 else:
-                    pm = output["instances"].pred_masks
+                    pm = output["mask"]
                     pm = pm.detach().cpu().numpy() if isinstance(pm, torch.Tensor) else np.asarray(pm)
                     pm = np.squeeze(pm)
-                    self._check_size(pm, gt, f"pred_masks of {input_dict.get('file_name', image_id)}", gt_file)
+                    self._check_size(pm, gt, f"binary mask of {input_dict.get('file_name', image_id)}", gt_file)
                     pred = (pm != 0).astype(np.uint8) * 255
                 record = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
                 self._records[p][image_id] = record
@@ -193,7 +207,7 @@ class FocusEvaluator(DatasetEvaluator):
         return OrderedDict({self.dataset_name: merged})
 
     def _write(self, protocol, res, names):
-        base = Path(self.output_dir) / f"{_safe(self.dataset_name)}_{protocol}"
+        base = Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}"
         with open(f"{base}.json", "w") as fh:
             json.dump(json_safe(res), fh, indent=1)
         with open(f"{base}.csv", "w", newline="") as fh:

@@ -1,21 +1,17 @@
 """datasets/prepare.py: CASIA pairing by stem and PASCAL split, idempotent, raw files untouched."""
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from focus.data import register_builtin_datasets
 
-SCRIPT = Path(__file__).resolve().parents[2] / "datasets" / "prepare.py"
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("prepare", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def prepare(load_tool):
+    return load_tool("datasets/prepare.py")
 
 
 def _save(path, shape, value=0, mode=None):
@@ -29,7 +25,7 @@ def _digest(root):
     return {p: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_casia_and_pascal(tmp_path, capsys):
+def test_casia_and_pascal(tmp_path, capsys, prepare):
     c = tmp_path / "CASIA"
     _save(c / "CASIA2.0_revised/Tp/Tp_a.tif", (8, 10, 3))
     _save(c / "CASIA2.0_Groundtruth/Tp_a_gt.png", (8, 10))
@@ -42,7 +38,7 @@ def test_casia_and_pascal(tmp_path, capsys):
     _save(tmp_path / "PASCAL/Imgs/1.jpg", (5, 5, 3))
     _save(tmp_path / "PASCAL/Imgs/1.png", (5, 5))
     raw = _digest(tmp_path)
-    mod = _script()
+    mod = prepare
     try:
         for _ in range(2):  # idempotent
             assert mod.main(["casia", "--root", str(tmp_path)]) == 0

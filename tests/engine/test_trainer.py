@@ -73,18 +73,3 @@ def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert not (tmp_path / "model_0000003.pth").exists()
     assert ckpt.resume_or_load("", resume=True) is not None
-
-
-def test_training_evaluates_in_fp32(tmp_path, monkeypatch, caplog):
-    """INFERENCE_DTYPE stores the weights in that dtype: the evaluations of a training run must not round the
-    weights being trained."""
-    from focus.engine.trainer import FOCUSTrainer
-
-    monkeypatch.setattr(FOCUSTrainer, "build_train_loader", classmethod(lambda cls, cfg: iter(())))
-    cfg = setup_cfg(TINY, ["MODEL.FOCUS.INFERENCE_DTYPE", "bf16", "OUTPUT_DIR", str(tmp_path)])
-    trainer = FOCUSTrainer(cfg)
-    model = trainer.model.eval()
-    with torch.no_grad():
-        model([{"image": torch.rand(3, 32, 32) * 255}])
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
-    assert "evaluations during training run in fp32" in caplog.text

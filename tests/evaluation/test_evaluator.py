@@ -8,7 +8,6 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.structures import Instances
 
 from focus import add_focus_config
 from focus.data import register_folder_dataset
@@ -45,9 +44,8 @@ def dataset(tmp_path):
 def _io(name, tmp_path):
     for d in DatasetCatalog.get(name):
         pred = cv2.imread(str(tmp_path / "pred" / f"{d['image_id']}.png"), cv2.IMREAD_GRAYSCALE)
-        inst = Instances(pred.shape)
-        inst.pred_masks = torch.from_numpy((pred > 128).astype(np.int32))
-        yield d, {"foreground": torch.from_numpy(pred.astype(np.float32) / 255), "instances": inst}
+        mask = torch.from_numpy((pred > 128).astype(np.int32))
+        yield d, {"foreground": torch.from_numpy(pred.astype(np.float32) / 255), "mask": mask}
 
 
 def _run(ev, pairs):
@@ -104,6 +102,22 @@ def test_resume_skips_scored_images(dataset):
     ev3 = FocusEvaluator(name, output_dir=str(tmp / "part"), protocol="both", resume=False)
     ev3.reset()
     assert not ev3.is_done(pairs[0][0])
+
+
+def test_resume_only_scores_of_the_same_model(dataset):
+    """A later evaluation of other weights in the same folder (the periodic evaluations of a training run) must not
+    reuse the earlier model's scores."""
+    name, tmp = dataset
+    pairs = list(_io(name, tmp))
+    ev = FocusEvaluator(name, output_dir=str(tmp / "keyed"), model_key="weights-a")
+    _run(ev, pairs[:4])
+    other = FocusEvaluator(name, output_dir=str(tmp / "keyed"), model_key="weights-b")
+    other.reset()
+    assert not any(other.is_done(d) for d, _ in pairs)
+    same = FocusEvaluator(name, output_dir=str(tmp / "keyed"), model_key="weights-b")
+    other.process(*zip(*pairs[:2]))
+    same.reset()
+    assert [same.is_done(d) for d, _ in pairs] == [True] * 2 + [False] * 4
 
 
 def test_prediction_size_mismatch_names_the_file(dataset):

@@ -5,10 +5,10 @@ import cv2
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import focus
+from focus.config import get_focus_cfg
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 OVERRIDES = [
@@ -23,11 +23,7 @@ OVERRIDES = [
 
 
 def golden_cfg():
-    cfg = get_cfg()
-    focus.add_focus_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs/cod/focus_dinov2_large.yaml"))
-    cfg.merge_from_list(OVERRIDES)
-    return cfg
+    return get_focus_cfg("cod/focus_dinov2_large.yaml", OVERRIDES)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import json
 import open_clip
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import focus
+from focus.config import get_focus_cfg
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 CLIP_PREFIX = "sem_seg_head.predictor.clip_refiner."
@@ -33,9 +33,8 @@ def _compare(ours, ref):
 def _build_on_meta(config, monkeypatch, clip):
     # open_clip moves the CLIP tower to "cpu" unless told otherwise; keep it on the meta device
     monkeypatch.setattr(open_clip, "create_model", functools.partial(open_clip.create_model, device="meta"))
-    cfg = focus.add_focus_config(get_cfg())
-    cfg.merge_from_file(str(ROOT / config))
-    cfg.merge_from_list(["MODEL.CLIP_REFINER.ENABLED", clip, "MODEL.DEVICE", "meta", "MODEL.WEIGHTS", ""])
+    cfg = get_focus_cfg(ROOT / config, ["MODEL.CLIP_REFINER.ENABLED", clip, "MODEL.DEVICE", "meta",
+                                        "MODEL.WEIGHTS", ""])
     with torch.device("meta"):
         return build_model(cfg)
 
@@ -92,8 +91,6 @@ def test_every_shipped_config_builds(task, size, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs" / "tiny").glob("*.yaml")))
 def test_tiny_configs_build_on_cpu(name):
-    cfg = focus.add_focus_config(get_cfg())
-    cfg.merge_from_file(str(ROOT / "configs" / "tiny" / name))
-    cfg.merge_from_list(["MODEL.CLIP_REFINER.ENABLED", "False"])
+    cfg = get_focus_cfg(f"tiny/{name}", ["MODEL.CLIP_REFINER.ENABLED", "False"])
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0

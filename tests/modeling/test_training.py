@@ -4,23 +4,21 @@ without the CLIP distillation branch, in fp32 and under bf16 autocast on CPU."""
 import cv2
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import focus
 import focus.modeling.clip_refiner.refiner as refiner_mod
 from focus.data.io import read_image, read_mask
 from focus.data.mappers import labels_to_instances, mask_to_labels
+from focus.config import get_focus_cfg
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 SIZE = 128
 
 
 def make_cfg(config="focus_tiny.yaml", *opts):
-    cfg = focus.add_focus_config(get_cfg())
-    cfg.merge_from_file(str(ROOT / "configs" / "tiny" / config))
-    cfg.merge_from_list(["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 1024, "MODEL.MASK_FORMER.DEC_LAYERS", 3, *opts])
-    return cfg
+    return get_focus_cfg(f"tiny/{config}", ["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 1024,
+                                           "MODEL.MASK_FORMER.DEC_LAYERS", 3, *opts])
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,17 @@
-"""Smoke tests of `tools/benchmark.py` / `focus.engine.benchmark` on the tiny config (no timing assertions)."""
+"""Smoke tests of `tools/benchmark.py` on the tiny config (no timing assertions)."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from focus.engine import benchmark as B
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "configs" / "tiny" / "focus_tiny.yaml")
-
-
-@pytest.fixture(autouse=True)
-def _tiny_calibration(monkeypatch):
-    """The real calibration (DINOv2-L at 518 px) takes seconds per call: substitute a tiny workload."""
+@pytest.fixture
+def bench(load_tool, monkeypatch):
+    """The benchmark tool with a tiny calibration (the real one, DINOv2-L at 518 px, takes seconds per call)."""
+    B = load_tool("benchmark")
     lin = torch.nn.Linear(8, 8)
     monkeypatch.setattr(B, "build_calibration", lambda device="cpu": (_Calib(lin), torch.zeros(1, 8)))
+    return B
 
 
 class _Calib:
@@ -26,54 +22,57 @@ class _Calib:
         return self.lin(x)
 
 
-def test_inference_benchmark_writes_json(tmp_path):
+TINY = "configs/tiny/focus_tiny.yaml"
+
+
+def test_inference_benchmark_writes_json(bench, tmp_path):
     out = tmp_path / "bench.json"
-    res = B.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--no-agreement",
-                  "--no-op", "--json", str(out), "--malloc", "default", "MODEL.DINOV2.DEPTH", "4"])
+    res = bench.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--no-agreement",
+                      "--json", str(out), "--malloc", "default", "MODEL.DINOV2.DEPTH", "4"])
     data = json.loads(out.read_text())
     for key in ("latency_s", "ratio_to_calibration", "peak_rss_mb"):
         assert data[key] > 0
     assert data["ratio_to_calibration"] == pytest.approx(res["ratio_to_calibration"])
     assert data["rss_after_build_mb"] <= data["peak_rss_mb"]
+    assert data["meta_architecture"] == "FOCUS"
 
 
-def test_train_step_benchmark():
-    res = B.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--train",
-                  "--dtype", "bf16", "--no-rss", "--no-op", "--malloc", "default"])
+def test_train_step_benchmark(bench):
+    res = bench.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--train",
+                      "--dtype", "bf16", "--no-rss", "--malloc", "default", "INPUT.CROP.SIZE", "(64, 64)",
+                      "INPUT.SIZE_DIVISIBILITY", "64"])
     assert res["train"] and res["latency_s"] > 0
 
 
 @pytest.mark.parametrize("cast", ["autocast", "full"])
-def test_build_in_bf16_keeps_fp32_normalisation(cast):
-    cfg = B._setup_cfg(TINY, [], "cpu", "bf16", cast=cast)
-    model = B.build_benchmark_model(cfg, build_in_dtype=True)
+def test_build_in_bf16_keeps_fp32_constants(bench, cast):
+    cfg = bench.setup_benchmark_cfg(TINY, [], "cpu")
+    prepared = bench.build_benchmark_model(cfg, dtype="bf16", cast=cast, build_in_dtype=True)
+    model = prepared.model
     dtypes = {p.dtype for p in model.parameters()}
     assert dtypes == ({torch.bfloat16} if cast == "full" else {torch.bfloat16, torch.float32})
     if cast == "autocast":  # what autocast does not round is back in fp32, buffers included
         assert model.backbone.blocks[0].norm1.weight.dtype == torch.float32
         assert model.backbone.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
         assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())
-    assert model.pixel_mean.dtype == torch.float32 and model.criterion is None
-    out = B.make_inference_step(model, 64, "cpu")()[0]
-    assert out["sem_seg"].dtype == torch.float32 and torch.isfinite(out["sem_seg"]).all()
+    assert model.pixel_mean.dtype == torch.float32
+    out = bench.make_inference_step(prepared, cfg, 64)()[0]
+    assert out["foreground"].dtype == torch.float32 and torch.isfinite(out["foreground"]).all()
 
 
-def test_mask_agreement_counts_pixels():
-    from detectron2.structures import Instances
+def test_reduced_precision_agreement_is_reported(bench, tmp_path):
+    import cv2
 
-    def res(mask, sem):
-        inst = Instances(mask.shape)
-        inst.pred_masks = mask
-        return {"instances": inst, "sem_seg": sem}
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), bench.synthetic_image(48, seed=i + 1))
+    res = bench.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--dtype", "bf16",
+                      "--no-rss", "--real-images", "2", "--real-images-dir", str(tmp_path), "--malloc", "default"])
+    assert res["real_images"]["images"] == 2 and res["synthetic"]["images"] == 1
+    assert 0.5 < res["mask_agreement"] <= 1.0
+    assert res["mask_agreement"] == min(res["real_images"]["mask_agreement"], res["synthetic"]["mask_agreement"])
 
-    a = res(torch.tensor([[1, 0], [1, 1]], dtype=torch.int32), torch.zeros(2, 2, 2))
-    b = res(torch.tensor([[1, 1], [1, 1]], dtype=torch.int32), torch.full((2, 2, 2), 0.25))
-    assert B.mask_agreement([a], [b]) == (0.75, 0.25)
 
-
-@pytest.mark.slow
-def test_golden_bf16_agreement(shared_reference, shared_data):
-    res = B.golden_agreement("bf16", real_images=3)
-    assert res["fp32_vs_official_mask_agreement"] == 1.0
-    assert res["mask_agreement"] > 0.99  # measured 0.995 with the PyTorch reference op
-    assert res["real_images"]["images"] == 3 and res["real_images"]["mask_agreement"] > 0.99
+def test_mask_agreement_counts_pixels(bench):
+    a = {"mask": torch.tensor([[1, 0], [1, 1]], dtype=torch.int32), "foreground": torch.zeros(2, 2)}
+    b = {"mask": torch.tensor([[1, 1], [1, 1]], dtype=torch.int32), "foreground": torch.full((2, 2), 0.25)}
+    assert bench.mask_agreement([a], [b]) == (0.75, 0.25)

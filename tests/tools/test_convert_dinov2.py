@@ -1,6 +1,5 @@
 """tools/convert_dinov2.py on synthetic checkpoints with the exact key layouts of Meta's DINOv2 reg4 checkpoints
 (dinov2_reg4_checkpoint_keys.json, dims scaled down) and of torchvision's ResNet (spec §11)."""
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -19,14 +18,9 @@ TOOL = ROOT / "tools" / "convert_dinov2.py"
 D = 24  # scaled-down width (3 heads of 8)
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("convert_dinov2", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+@pytest.fixture(scope="module")
+def tool(load_tool):
+    return load_tool("convert_dinov2")
 
 
 def _swiglu_hidden(d):
@@ -69,7 +63,7 @@ def layouts(shared_reference):
 
 @pytest.mark.parametrize("name", ["vits14_reg4", "vitb14_reg4", "vitl14_reg4", "vitg14_reg4"])
 @pytest.mark.parametrize("registers", [True, False])
-def test_convert_and_load_every_layout(name, registers, layouts, tmp_path):
+def test_convert_and_load_every_layout(name, registers, layouts, tmp_path, tool):
     layout = dict(layouts[name])
     if not registers:  # the DINOv2 checkpoints without registers have the same layout minus this key
         del layout["register_tokens"]
@@ -98,7 +92,7 @@ def test_convert_and_load_every_layout(name, registers, layouts, tmp_path):
     assert all(torch.equal(sd[k], out[k]) for k in vit_keys)
 
 
-def test_resnet50_layout_and_pickle_output(tmp_path):
+def test_resnet50_layout_and_pickle_output(tmp_path, tool):
     torchvision = pytest.importorskip("torchvision")
     from torchvision.models.resnet import Bottleneck, ResNet
 
@@ -127,12 +121,12 @@ def test_resnet50_layout_and_pickle_output(tmp_path):
     assert len(out) == len([k for k in sd if k.startswith("backbone.edge.") and ".fc" not in k])
 
 
-def test_unexpected_key_is_named():
+def test_unexpected_key_is_named(tool):
     with pytest.raises(KeyError, match="head.weight"):
         tool.convert_dinov2({"cls_token": torch.zeros(1, 1, 4), "head.weight": torch.zeros(2, 4)})
 
 
-def test_cli(layouts, tmp_path, capsys):
+def test_cli(layouts, tmp_path, capsys, tool):
     src = _synthetic_dinov2(layouts["vits14_reg4"])
     torch.save(src, tmp_path / "dinov2.pth")
     resnet = {"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 2048)}

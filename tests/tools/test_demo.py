@@ -1,6 +1,5 @@
 """tools/demo.py run in-process on a mixed image folder (resume with --skip-existing) and on a short video,
 with the tiny FOCUS (random weights) at 32-px test size."""
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,11 +16,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("focus_tools_demo", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo(load_tool):
+    return load_tool("demo")
 
 
 def _rgb(h, w, seed):
@@ -72,7 +68,7 @@ def test_folder_run_then_resume(demo, tmp_path, capsys, monkeypatch):
     def no_model(cfg):
         raise AssertionError("the model must not be built when every output exists")
 
-    monkeypatch.setattr(demo, "FOCUSPredictor", no_model)
+    monkeypatch.setattr(demo, "Predictor", no_model)
     status = demo.main(["--input", str(src), "--output", str(out), "--skip-existing", "--opts", *FAST])
     assert status == 1  # the corrupt file still fails
     assert "done 0, skipped 4, failed 1" in capsys.readouterr().out

@@ -1,7 +1,5 @@
 """tools/evaluate_folder.py: JSON shape, resize of mismatched predictions, missing/extra files."""
-import importlib.util
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,14 +8,11 @@ import pytest
 from focus.evaluation import score_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:This class will be removed")
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "evaluate_folder.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("evaluate_folder", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def tool(load_tool):
+    return load_tool("evaluate_folder")
 
 
 @pytest.fixture()
@@ -42,10 +37,10 @@ def folders(tmp_path):
     ("standard", ["Smeasure", "wFmeasure", "MAE", "adpEm", "meanEm", "maxEm", "adpFm", "meanFm", "maxFm"]),
     ("focus", ["MAE", "SM", "EM", "WFM", "BER", "F1", "AUC", "FM"]),
 ])
-def test_cli_json(folders, tmp_path, capsys, protocol, names):
+def test_cli_json(folders, tmp_path, capsys, protocol, names, tool):
     gt_dir, pred_dir = folders
     out = tmp_path / "res.json"
-    _tool().main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--protocol", protocol, "--task", "cod",
+    tool.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--protocol", protocol, "--task", "cod",
                   "--output", str(out)])
     js = json.loads(out.read_text())
     assert js["protocol"] == protocol and list(js["metrics"]) == names

@@ -4,6 +4,7 @@ State-dict keys are the official ones (spec Appendix A): `pos_embed`, `cls_token
 `patch_embed.proj.*`, `blocks.{i}.*`, `edge.*`, `interactions.{k}.*`, `up.*`, `norm{1..4}.*`.
 """
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from detectron2.config import configurable
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
+from ...layers.inplace import add_interpolated_, add_upsample_2x2_, batch_norm_inplace_
 from .adapter import InteractionBlockWithCls, deform_inputs
 from .edge_prior import EdgePriorModule, edge_overlay
 from .vit import Block, PatchEmbed, resize_pos_embed
@@ -38,66 +40,6 @@ def _frozen_bn_stats(module):
         for m, (momentum, count) in zip(bns, saved):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)
-
-
-def add_upsample_2x2_(out, tokens, up, h, w, rows=None):
-    """`out += up(map)` in place, for `up` an `nn.ConvTranspose2d(C, O, kernel_size=2, stride=2)`, `map` the
-    (B, C, h, w) grid of `tokens` (B, h*w, C) and `out` a contiguous (B, O, 2h, 2w) tensor; returns `out`.
-
-    The transposed convolution is one GEMM and a pixel shuffle, with the same sums (each output pixel has exactly
-    one input pixel and one kernel tap); on CPU the GEMM runs at matmul speed, whereas oneDNN's deconvolution of the
-    channels-last token view took about twice as long plus a 64 MB layout copy at 512 px. The shuffle is a strided
-    view added straight into `out`, so the upsampled map is never materialised; with `rows`, the GEMM runs on
-    `rows` grid rows at a time, which bounds its output to `rows / h` of the map: a row's sums do not depend on
-    the other rows (bit-identical at the FOCUS-L shapes here; BLAS may pick another kernel for a few rows).
-    """
-    b, _, c = tokens.shape
-    o = up.out_channels
-    weight = up.weight.reshape(c, o * 4).t()  # rows ordered (o, kh, kw)
-    bias = None if up.bias is None else up.bias.repeat_interleave(4)
-    grid = tokens.view(b, h, w, c)
-    dst = out.view(b, o, h, 2, w, 2)
-    rows = rows or h
-    for r0 in range(0, h, rows):
-        r = min(rows, h - r0)
-        y = F.linear(grid[:, r0 : r0 + r].reshape(b, r * w, c), weight, bias)  # (B, r*w, O*4)
-        dst[:, :, r0 : r0 + r].add_(y.view(b, r, w, o, 2, 2).permute(0, 3, 1, 4, 2, 5))
-    return out
-
-
-def _image_channel_slices(x, channels):
-    """`(image, channel)` slice pairs covering (B, C, ...) `x`: one image and `channels` channels each (a
-    contiguous block of a contiguous NCHW tensor)."""
-    for i in range(x.shape[0]):
-        for c0 in range(0, x.shape[1], channels):
-            yield slice(i, i + 1), slice(c0, c0 + channels)
-
-
-def add_interpolated_(out, x, channels=None):
-    """`out += F.interpolate(x, size=out.shape[-2:], mode="bilinear")` in place, `channels` channels of one image
-    at a time when given (each output channel depends only on its input channel): the interpolated map is never
-    whole in memory."""
-    size = out.shape[-2:]
-    if channels is None:
-        return out.add_(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-    for img, ch in _image_channel_slices(x, channels):
-        out[img, ch].add_(F.interpolate(x[img, ch], size=size, mode="bilinear", align_corners=False))
-    return out
-
-
-def batch_norm_inplace_(bn, x, channels):
-    """`bn(x)` written into `x`, `channels` channels of one image at a time, for an eval-mode `bn` with running
-    statistics and no autograd (inference): the normalised map never coexists with a full-size input. Per channel
-    the same arithmetic as `bn(x)`. Returns `bn(x)` itself where it would not have `x`'s dtype (mixed precision)."""
-    if bn.training or bn.running_mean is None or not bn.affine:
-        return bn(x)
-    for img, ch in _image_channel_slices(x, channels):
-        y = F.batch_norm(x[img, ch], bn.running_mean[ch], bn.running_var[ch], bn.weight[ch], bn.bias[ch],
-                         False, 0.0, bn.eps)
-        if y.dtype != x.dtype:  # decided by the dtypes alone, so at the first slice, before any write
-            return bn(x)
-        x[img, ch] = y
-    return x
 
 
 @BACKBONE_REGISTRY.register()
@@ -288,17 +230,18 @@ class D2DINOV2(Backbone):
         # the overlay's uint8 conversion needs the fp32 input (bf16 would shift the clipped levels); the network
         # then runs in the parameters' dtype (reduced-precision inference casts the weights, not the input)
         dtype = self.pos_embed.dtype
-        lean = not torch.is_grad_enabled()  # inference: memory-lean order of the same computation (see below)
         edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb).to(dtype)
         x = x.to(dtype)
+        # the stride-4 map is projected to the ViT width at the output pyramid, not here: 4x fewer channels held
+        # through the ViT blocks
+        edge = functools.partial(self.edge, project_c1=False)
         if self.with_cp and self.training and torch.is_grad_enabled():
             # ~0.3 GB of ResNet activations at 512 px recomputed in the backward; the recomputation must not
             # update the BatchNorm running statistics a second time
-            c1, c2, c3, c4 = checkpoint(self.edge, edge_in, use_reentrant=False,
+            c1, c2, c3, c4 = checkpoint(edge, edge_in, use_reentrant=False,
                                         context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self.edge)))
         else:
-            # without autograd the stride-4 map is projected to the ViT width at the output pyramid, not here
-            c1, c2, c3, c4 = self.edge(edge_in, project_c1=not lean)
+            c1, c2, c3, c4 = edge(edge_in)
         n2, n3 = c2.shape[1], c3.shape[1]
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 
@@ -318,24 +261,19 @@ class D2DINOV2(Backbone):
         c2 = c[:, :n2].transpose(1, 2).contiguous().view(b, d, 2 * hc, 2 * wc)
         c3 = c[:, n2 : n2 + n3].transpose(1, 2).contiguous().view(b, d, hc, wc)
         c4 = c[:, n2 + n3 :].transpose(1, 2).contiguous().view(b, d, hc // 2, wc // 2)
-        # the stride-4 level accumulates in place in the edge prior's c1 (D x H/4 x W/4: 64 MB at 512 px in fp32):
-        # the official `up(c2) + c1 + interpolate(x1)` with the same sums (addition commutes), and nothing
-        # autograd saved is modified; without autograd the GEMM, the interpolation and norm1 run in slices, so
-        # no second full-size map is ever allocated (this was the forward's memory peak: 3 maps beside c1)
-        if lean:
-            c1 = self.edge.fc1(c1)
-        c1 = add_upsample_2x2_(c1, c[:, :n2], self.up, 2 * hc, 2 * wc, rows=8 if lean else None)
+        # the stride-4 level accumulates in place, in slices, in the projected c1 (D x H/4 x W/4: 64 MB at 512 px
+        # in fp32): the official `up(c2) + c1 + interpolate(x1)` with the same sums (addition commutes), and
+        # nothing autograd saved is modified; no second full-size map is ever allocated (focus.layers.inplace)
+        c1 = self.edge.fc1(c1)
+        c1 = add_upsample_2x2_(c1, c[:, :n2], self.up, 2 * hc, 2 * wc, rows=8)
         if self.add_vit_feature:
             sizes = [(2 * hc, 2 * wc), (hc, wc), (hc // 2, wc // 2)]
-            add_interpolated_(c1, outs[0], channels=128 if lean else None)
+            add_interpolated_(c1, outs[0], channels=128)
             x2, x3, x4 = [
                 F.interpolate(o, size=s, mode="bilinear", align_corners=False) for o, s in zip(outs[1:], sizes)
             ]
             c2, c3, c4 = c2 + x2, c3 + x3, c4 + x4
         del outs
-        if lean and not self.norm1.training:
-            f1 = batch_norm_inplace_(self.norm1, c1, channels=128)
-        else:
-            f1 = self.norm1(c1)
+        f1 = batch_norm_inplace_(self.norm1, c1, channels=128)
         feats = {"res2": f1, "res3": self.norm2(c2), "res4": self.norm3(c3), "res5": self.norm4(c4)}
         return {k: feats[k] for k in self._out_features}

@@ -1,6 +1,6 @@
 """BiRefNet mappers: the official test-time resize (and the README path) and the official training augmentation.
 
-Test (`BiRefNetTestMapper`, `INPUT.TEST_MAPPER_NAME: BiRefNetTestMapper`):
+Test (`BiRefNetTestMapper`, `INPUT.TEST_MAPPER_NAME: birefnet_test_mapper`):
 
 * ``"official"`` (the test script): OpenCV bilinear resize of the uint8 image to the network size, no
   antialiasing (resizing RGB or OpenCV's BGR order per channel is the same);
@@ -26,7 +26,7 @@ from detectron2.config import configurable
 from PIL import Image, ImageEnhance
 
 from ...data.io import check_same_size, read_image, read_mask
-from ...data.mappers import MAPPER_REGISTRY
+from ...data.mappers import register_mapper
 
 __all__ = ["BiRefNetTestMapper", "BiRefNetTrainMapper", "tile_boxes", "resize_image"]
 
@@ -61,7 +61,7 @@ def _to_chw(image):
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-@MAPPER_REGISTRY.register()
+@register_mapper("birefnet_test_mapper")
 class BiRefNetTestMapper:
     """Reads the image (RGB uint8, EXIF applied) and returns ``image`` uint8 ``(3, h, w)`` at the network size,
     ``height``/``width`` of the original, and with tiling ``tiles`` uint8 ``(N, 3, h, w)``, ``tile_boxes``."""
@@ -100,7 +100,7 @@ class BiRefNetTestMapper:
         return dataset_dict
 
 
-@MAPPER_REGISTRY.register()
+@register_mapper("birefnet_train_mapper")
 class BiRefNetTrainMapper:
     """Training sample: ``image`` uint8 ``(3, h, w)`` and ``gt`` float32 ``(1, h, w)`` in [0, 1] (soft edges from
     the bilinear resize). With a dynamic size the original size is kept and the model resizes each batch."""

@@ -1,6 +1,4 @@
 """The FOCUS meta-architecture (spec §1): backbone -> FOCUSHead -> post-processing / losses."""
-import contextlib
-
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
@@ -12,13 +10,9 @@ from torch.nn import functional as F
 from ..box_ops import box_xyxy_to_cxcywh
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..packing import pack_linears, unpack_linears
-from ..precision import autocast_parameter_names, store_parameters_in
 
 __all__ = ["FOCUS", "build_weight_dict", "merge_masks", "semantic_inference", "foreground_probability"]
 
-_INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_INFERENCE_CASTS = ("autocast", "full")
 LOSS_NAMES = ("masks", "labels", "clip", "boxes")
 
 
@@ -120,12 +114,16 @@ class FOCUS(nn.Module):
     (output size, default `(h, w)`) and, in training, `instances` (`gt_masks (K, h, w)` bool, `gt_boxes` XYXY
     pixels, `gt_classes`; class 0 = foreground, 1 = background).
 
-    Eval output per image: `sem_seg` `(2, height, width)` float (channel 0 = foreground), `instances` (only
-    `pred_masks`, `(height, width)` int32, the official merged binary mask) and `foreground` `(height, width)` in
-    [0, 1] (see `foreground_probability`). Training output: dict of weighted losses.
+    Eval output per image (the member contract, `docs/members.md`): `foreground` `(height, width)` in [0, 1]
+    (see `foreground_probability`), `mask` `(height, width)` int32, the official merged binary mask (`merge_masks`),
+    plus `sem_seg` `(2, height, width)` float (channel 0 = foreground) and `instances` (`pred_masks` = `mask`).
+    Training output: dict of weighted losses.
 
     `pixel_mean` / `pixel_std` are non-persistent buffers (not in the state dict).
     """
+
+    # the pixel decoder runs with autocast disabled (spec §4): its weights stay fp32 in reduced-precision inference
+    autocast_fp32_modules = ("sem_seg_head.pixel_decoder",)
 
     @configurable
     def __init__(
@@ -141,9 +139,6 @@ class FOCUS(nn.Module):
         instance_on=True,
         sem_seg_postprocess_before_inference=True,
         test_topk_per_image=4,
-        inference_dtype="fp32",
-        inference_cast="autocast",
-        inference_pack=True,
     ):
         """
         Args:
@@ -157,25 +152,8 @@ class FOCUS(nn.Module):
             sem_seg_postprocess_before_inference: crop and resize mask logits before inference (forced by
                 `instance_on`, spec §1.2 step 8).
             test_topk_per_image: entries of the merge rule (4 = all).
-            inference_dtype: "fp32", "bf16" or "fp16": reduced-precision inference in eval (outputs are float32).
-            inference_cast: how a reduced `inference_dtype` is applied. "autocast": the weights that autocast
-                rounds anyway (linear, convolution, attention in-projection) are stored in the dtype and the
-                forward runs under `torch.autocast`, so norms, residuals and the pixel decoder (autocast off,
-                spec §4) stay fp32: the outputs are those of the fp32 model under autocast, bit for bit. "full":
-                every weight and activation in the dtype, faster and further from fp32.
-            inference_pack: in eval on CPU, run the `nn.Linear` layers through oneDNN with weights packed once
-                (`focus.modeling.packing`): 25-35 % faster matrix products than `F.linear` here, same values up to
-                the summation order; unpacked again before training, loading, casting or moving the model.
         """
         super().__init__()
-        if inference_dtype not in _INFERENCE_DTYPES:
-            raise ValueError(
-                f"MODEL.FOCUS.INFERENCE_DTYPE must be one of {sorted(_INFERENCE_DTYPES)}, got {inference_dtype!r}"
-            )
-        if inference_cast not in _INFERENCE_CASTS:
-            raise ValueError(
-                f"MODEL.FOCUS.INFERENCE_CAST must be one of {list(_INFERENCE_CASTS)}, got {inference_cast!r}"
-            )
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -188,10 +166,6 @@ class FOCUS(nn.Module):
         self.instance_on = instance_on
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference or instance_on
         self.test_topk_per_image = test_topk_per_image
-        self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
-        self.inference_cast = inference_cast
-        self.inference_pack = inference_pack
-        self._cast_dtype = torch.float32
 
     @classmethod
     def from_config(cls, cfg):
@@ -229,10 +203,19 @@ class FOCUS(nn.Module):
                 mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
             ),
             "test_topk_per_image": mf.TEST.DETECTIONS_PER_IMAGE,
-            "inference_dtype": cfg.MODEL.FOCUS.INFERENCE_DTYPE,
-            "inference_cast": cfg.MODEL.FOCUS.INFERENCE_CAST,
-            "inference_pack": cfg.MODEL.FOCUS.INFERENCE_PACK,
         }
+
+    @staticmethod
+    def merge_tta_outputs(outputs, height, width):
+        """Test-time augmentation merge (`focus.engine.tta`): the official TTA averages `sem_seg` over the copies
+        (spec §10); `foreground` follows from the average and `mask = foreground > 0.5`, since the per-query merge
+        rule has no meaning for an average over queries of different runs."""
+        sem_seg = torch.stack([o["sem_seg"] for o in outputs]).mean(0)
+        foreground = foreground_probability(sem_seg)
+        mask = (foreground > 0.5).to(torch.int32)
+        instances = Instances((height, width))
+        instances.pred_masks = mask
+        return {"sem_seg": sem_seg, "foreground": foreground, "mask": mask, "instances": instances}
 
     @property
     def device(self):
@@ -286,52 +269,14 @@ class FOCUS(nn.Module):
             )
         return new_targets
 
-    def _cast_for_inference(self):
-        """Store the backbone and head weights in `inference_dtype` as `inference_cast` says (once per dtype)."""
-        if self._cast_dtype == self.inference_dtype:
-            return
-        unpack_linears(self)
-        dtype = self.inference_dtype
-        if self.inference_cast == "full" or dtype == torch.float32:
-            self.backbone.to(dtype)
-            self.sem_seg_head.to(dtype)
-        else:
-            # the pixel decoder runs with autocast disabled (spec §4), so all of it stays fp32
-            for module in (self.backbone, self.sem_seg_head.predictor):
-                store_parameters_in(module, autocast_parameter_names(module), dtype, others=torch.float32)
-            self.sem_seg_head.pixel_decoder.float()
-        self._cast_dtype = dtype
-
-    def _inference_precision(self):
-        """The autocast context of a reduced-precision "autocast" inference, else a null context."""
-        if self.inference_dtype == torch.float32 or self.inference_cast != "autocast":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.inference_dtype, cache_enabled=False)
-
-    def train(self, mode=True):
-        """Also restores dense weights when switching to training (see `inference_pack`)."""
-        if mode:
-            unpack_linears(self)
-        return super().train(mode)
-
-    def __getstate__(self):
-        # pickling / deepcopy see dense weights (oneDNN's packed tensors have no storage to copy)
-        unpack_linears(self)
-        return self.__dict__.copy()  # object.__getstate__ only exists from Python 3.11
-
-    def _apply(self, fn, *args, **kwargs):
-        # `.to()` / `.cuda()` / `.half()` act on dense weights (packed copies are CPU-only and dtype-bound)
-        unpack_linears(self)
-        return super()._apply(fn, *args, **kwargs)
-
     def _forward_inference(self, batched_inputs, images):
-        if self.inference_dtype != torch.float32:
-            self._cast_for_inference()
-        if self.inference_pack and not torch.is_grad_enabled():
-            pack_linears(self)
-        with self._inference_precision():
-            features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay
-            outputs = self.sem_seg_head(features, images.tensor)
+        features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay
+        outputs = self.sem_seg_head(features, images.tensor)
+        # post-processing in fp32 also under a caller's autocast (its einsum would otherwise run in bf16)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self._postprocess(outputs, batched_inputs, images)
+
+    def _postprocess(self, outputs, batched_inputs, images):
         mask_cls_results = outputs["pred_logits"].float()
         # spec §1.2 step 7: first resize to the padded input size
         mask_pred_results = F.interpolate(
@@ -359,5 +304,6 @@ class FOCUS(nn.Module):
                 instances = Instances((height, width))
                 instances.pred_masks = merge_masks(mask_cls, mask_pred, self.test_topk_per_image)
                 result["instances"] = instances
+                result["mask"] = instances.pred_masks
             processed_results.append(result)
         return processed_results

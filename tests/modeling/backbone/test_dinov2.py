@@ -1,11 +1,10 @@
 """`D2DINOV2` built from a tiny config: detectron2 interface, forward/backward on CPU, config options."""
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 
-from focus import add_focus_config
 from focus.modeling.backbone import D2DINOV2
+from focus.config import get_focus_cfg
 
 TINY_OPTS = [
     "MODEL.BACKBONE.NAME", "D2DINOV2",
@@ -18,9 +17,7 @@ TINY_OPTS = [
 
 
 def _tiny(*opts):
-    cfg = get_cfg()
-    add_focus_config(cfg)
-    cfg.merge_from_list(TINY_OPTS + list(opts))
+    cfg = get_focus_cfg(opts=TINY_OPTS + list(opts))
     torch.manual_seed(0)
     return build_backbone(cfg)
 
@@ -129,117 +126,14 @@ def test_swiglu_and_misconfigured_pos_grid():
         _tiny("MODEL.DINOV2.PRETRAIN_IMG_SIZE", "224")
 
 
-def test_add_upsample_2x2_equals_the_transposed_convolution():
-    from focus.modeling.backbone.dinov2 import add_upsample_2x2_
-
-    torch.manual_seed(0)
-    up = torch.nn.ConvTranspose2d(48, 40, 2, 2).double()
-    tokens = torch.randn(2, 6 * 5, 48, dtype=torch.float64, requires_grad=True)
-    base = torch.randn(2, 40, 12, 10, dtype=torch.float64)
-    ref = up(tokens.transpose(1, 2).reshape(2, 48, 6, 5)) + base
-    out = add_upsample_2x2_(base.clone(), tokens, up, 6, 5)
-    assert out.shape == (2, 40, 12, 10) and out.is_contiguous()
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(ref)
-    grads = [torch.autograd.grad(y, (tokens, up.weight, up.bias), g) for y in (out, ref)]
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():  # GEMMs on slices of grid rows: the same sums (BLAS may pick another kernel for few rows)
-        for rows in (1, 4, 6):
-            torch.testing.assert_close(add_upsample_2x2_(base.clone(), tokens, up, 6, 5, rows=rows), out,
-                                       rtol=1e-14, atol=1e-14)
-
-
-@pytest.mark.parametrize("batch", [1, 2])
-def test_sliced_tail_helpers_are_bit_identical(batch):
-    from focus.modeling.backbone.dinov2 import add_interpolated_, batch_norm_inplace_
-
-    torch.manual_seed(0)
-    out, x = torch.randn(batch, 40, 24, 20), torch.randn(batch, 40, 6, 5)
-    ref = out + torch.nn.functional.interpolate(x, size=(24, 20), mode="bilinear", align_corners=False)
-    assert torch.equal(add_interpolated_(out.clone(), x, channels=16), ref)
-    bn = torch.nn.BatchNorm2d(40).eval()
-    for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias):
-        t.data.uniform_(0.5, 1.5)
-    with torch.no_grad():
-        assert torch.equal(batch_norm_inplace_(bn, out.clone(), 16), bn(out))
-        y = batch_norm_inplace_(bn, out.bfloat16(), 16)  # mixed dtypes: bn's own result
-        assert torch.equal(y, bn(out.bfloat16()))
-
-
-def test_inference_tail_same_features_as_autograd_path():
-    """Without autograd the pyramid's stride-4 level is built in slices and in place: the same features (up to
-    the GEMM kernel BLAS picks for a slice of rows)."""
+def test_one_forward_path_with_and_without_autograd():
+    """The pyramid's stride-4 level is built in slices and in place (focus.layers.inplace) whether autograd records
+    or not: the same features either way (up to the GEMM kernel BLAS picks for a slice of rows)."""
     bb = _tiny().eval()
     x = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
         lean = bb(x)
     with torch.enable_grad():
-        full = bb(x)
+        full = bb(x.requires_grad_())
     for k in lean:
         torch.testing.assert_close(lean[k], full[k].detach(), rtol=1e-6, atol=1e-6)
-
-
-class _PeakHeap:
-    """Peak growth of glibc's in-use heap bytes (`mallinfo2`) over the ops run inside the context."""
-
-    def __init__(self):
-        import ctypes
-
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        from focus.libc import glibc
-
-        libc = glibc()
-        if libc is None or not hasattr(libc, "mallinfo2"):
-            pytest.skip("needs glibc >= 2.33 (mallinfo2)")
-
-        class _Info(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_size_t) for n in
-                        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-
-        libc.mallinfo2.restype = _Info
-        used = lambda: libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd  # noqa: E731
-        peak = self
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                peak.bytes = max(peak.bytes, used() - peak.base)
-                return out
-
-        self._mode, self._used = _Mode(), used
-
-    def __enter__(self):
-        self.base, self.bytes = self._used(), 0
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._mode.__exit__(*exc)
-
-
-def test_sliced_tail_helpers_never_allocate_a_whole_map():
-    """The memory the helpers exist for: at most a slice of the (B, O, 2h, 2w) map is ever allocated."""
-    from focus.modeling.backbone.dinov2 import add_interpolated_, add_upsample_2x2_, batch_norm_inplace_
-
-    torch.manual_seed(0)
-    up = torch.nn.ConvTranspose2d(64, 64, 2, 2)  # a small weight: GEMM libraries may copy it per call
-    tokens, out = torch.randn(1, 64 * 64, 64), torch.randn(1, 64, 128, 128)
-    map_bytes = out.numel() * 4  # 4 MiB
-    bn = torch.nn.BatchNorm2d(64).eval()
-    with torch.no_grad():
-        for rows in (None, 8):  # warm-up: BLAS keeps its packing buffers after the first call
-            add_upsample_2x2_(out, tokens, up, 64, 64, rows=rows)
-        with _PeakHeap() as whole:
-            add_upsample_2x2_(out, tokens, up, 64, 64)
-        with _PeakHeap() as sliced:
-            add_upsample_2x2_(out, tokens, up, 64, 64, rows=8)
-        # slices of an eighth of the map, plus the kernels' own buffers
-        assert whole.bytes >= map_bytes and sliced.bytes < map_bytes / 2, (whole.bytes, sliced.bytes)
-        with _PeakHeap() as sliced:
-            add_interpolated_(out, torch.randn(1, 64, 32, 32), channels=8)
-        assert sliced.bytes < map_bytes / 2, sliced.bytes
-        with _PeakHeap() as sliced:
-            batch_norm_inplace_(bn, out, 8)
-        assert sliced.bytes < map_bytes / 2, sliced.bytes

@@ -5,10 +5,9 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
-from focus import add_focus_config
+from focus.config import get_focus_cfg
 
 ROOT = Path(__file__).resolve().parents[3]
 # golden_dev/README.md: overrides of the official large COD config
@@ -20,11 +19,7 @@ GOLDEN_OPTS = [
 
 
 def _cfg(path, opts=()):
-    cfg = get_cfg()
-    add_focus_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return get_focus_cfg(path, opts)
 
 
 def _config_path(which, reference):

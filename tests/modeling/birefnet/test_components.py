@@ -185,7 +185,7 @@ def test_released_files_load_through_model_weights(tmp_path, fmt):
     from detectron2.modeling import build_model
     from safetensors.torch import save_file
 
-    from focus.engine.trainer import FOCUSTrainer
+    from focus.engine.trainer import Trainer
 
     src = tiny_model(seed=1)
     for m in src.modules():  # non-trivial BN statistics
@@ -202,7 +202,7 @@ def test_released_files_load_through_model_weights(tmp_path, fmt):
     cfg = tiny_cfg("MODEL.WEIGHTS", str(path))
     torch.manual_seed(5)
     model = build_model(cfg)
-    FOCUSTrainer.load_weights(cfg, model)
+    Trainer.load_weights(cfg, model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k
 

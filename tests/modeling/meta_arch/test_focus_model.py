@@ -1,26 +1,21 @@
-"""The FOCUS model end to end on the tiny config: training losses, checkpoint loading, reduced-precision inference."""
-import copy
+"""The FOCUS model end to end on the tiny config: training losses, checkpoint loading."""
 import logging
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 import focus
 from focus.modeling.checkpoint import FOCUSCheckpointer
+from focus.config import get_focus_cfg
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
 
 
 def tiny_cfg(**overrides):
-    cfg = focus.add_focus_config(get_cfg())
-    cfg.merge_from_file(str(ROOT / "configs/tiny/focus_tiny.yaml"))
-    cfg.merge_from_list(["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256, "MODEL.MASK_FORMER.DEC_LAYERS", 3])
-    for k, v in overrides.items():
-        cfg.merge_from_list([k, v])
-    return cfg
+    opts = ["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256, "MODEL.MASK_FORMER.DEC_LAYERS", 3]
+    return get_focus_cfg("tiny/focus_tiny.yaml", opts + [x for kv in overrides.items() for x in kv])
 
 
 @pytest.fixture(scope="module")
@@ -111,55 +106,6 @@ def test_checkpointer_one_summary(tiny_model, tmp_path, caplog):
     assert len(summaries) == 1
     msg = summaries[0].getMessage()
     assert "class_embed.{bias, weight}" in msg and "predictor.unknown.weight" in msg and "query_feat.weight" in msg
-
-
-@pytest.mark.parametrize("cast", ["autocast", "full"])
-def test_reduced_precision_inference(cast, tiny_model):
-    ref_model = tiny_model.eval()
-    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": "bf16", "MODEL.FOCUS.INFERENCE_CAST": cast}))
-    model.load_state_dict(ref_model.state_dict())
-    model.eval()
-    inputs = [{"image": torch.rand(3, 32, 32) * 255}]
-    with torch.no_grad():
-        ref = ref_model(inputs)[0]
-        out = model(inputs)[0]
-    head = model.sem_seg_head
-    bf16 = torch.bfloat16
-    if cast == "full":
-        assert {p.dtype for p in model.backbone.parameters()} | {p.dtype for p in head.parameters()} == {bf16}
-    else:
-        assert head.predictor.class_embed.weight.dtype == bf16 and model.backbone.blocks[0].attn.qkv.weight.dtype == bf16
-        assert model.backbone.blocks[0].norm1.weight.dtype == torch.float32
-        assert model.backbone.pos_embed.dtype == torch.float32
-        assert {p.dtype for p in head.pixel_decoder.parameters()} == {torch.float32}  # autocast off there, spec §4
-    assert out["sem_seg"].dtype == torch.float32
-    assert (out["sem_seg"] - ref["sem_seg"]).abs().max() < 0.1
-
-
-def test_autocast_inference_is_plain_autocast(tiny_model):
-    """INFERENCE_CAST autocast = the fp32 network under torch.autocast (the official AMP numerics) and fp32
-    post-processing, bit for bit, with the matmul weights stored in bf16 (half their memory, no per-call casts)."""
-    ref_model = copy.deepcopy(tiny_model).eval()
-    # oneDNN's packed bf16 products differ from ATen's in summation order: compare the casts alone
-    model = build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_DTYPE": "bf16", "MODEL.FOCUS.INFERENCE_PACK": False}))
-    model.load_state_dict(ref_model.state_dict())
-    model.eval()
-    for module in (ref_model.backbone, ref_model.sem_seg_head):
-        module.forward = torch.autocast("cpu", dtype=torch.bfloat16)(module.forward)
-    inputs = [{"image": torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1)) * 255}]
-    with torch.no_grad():
-        ref = ref_model(inputs)[0]
-        out = model(inputs)[0]
-    assert torch.equal(out["sem_seg"], ref["sem_seg"])
-    assert torch.equal(out["instances"].pred_masks, ref["instances"].pred_masks)
-    assert sum(p.numel() for p in model.parameters() if p.dtype == torch.bfloat16) > 0.8 * sum(
-        p.numel() for p in model.backbone.parameters()
-    )
-
-
-def test_bad_inference_cast():
-    with pytest.raises(ValueError, match="INFERENCE_CAST"):
-        build_model(tiny_cfg(**{"MODEL.FOCUS.INFERENCE_CAST": "half"}))
 
 
 @pytest.mark.slow

@@ -2,14 +2,13 @@
 import itertools
 import math
 
-import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 from torch.nn import functional as F
 
 import focus
+from focus.config import get_focus_cfg
 from focus.modeling.meta_arch.focus import (
     FOCUS,
     build_weight_dict,
@@ -205,8 +204,7 @@ def test_prepare_targets():
 
 
 def test_weight_dict():
-    cfg = focus.add_focus_config(get_cfg())
-    cfg.merge_from_file(str(focus_root() / "configs/cod/focus_dinov2_large.yaml"))
+    cfg = get_focus_cfg("cod/focus_dinov2_large.yaml")
     wd = build_weight_dict(cfg.MODEL.MASK_FORMER)
     assert len(wd) == 6 * 10
     assert wd["loss_ce"] == 1.0 and wd["loss_mask"] == 5.0 and wd["loss_dice"] == 5.0
@@ -220,9 +218,3 @@ def focus_root():
     from pathlib import Path
 
     return Path(focus.__file__).resolve().parents[1]
-
-
-def test_bad_inference_dtype():
-    with pytest.raises(ValueError, match="INFERENCE_DTYPE"):
-        FOCUS(backbone=_Backbone(), sem_seg_head=_Head(), criterion=nn.Identity(), pixel_mean=[0, 0, 0],
-              pixel_std=[1, 1, 1], inference_dtype="int8")

@@ -1,4 +1,4 @@
-"""Process-wide CPU runtime settings for the FOCUS tools: the glibc malloc policy.
+"""Process-wide CPU runtime settings for the command-line tools: the glibc malloc policy.
 
 Why: one FOCUS-L forward at 512x512 allocates about 1 GB of short-lived activations in blocks of 5-64 MB (the
 adapter's 5376x1024 prior tokens, the 1024x128x128 output pyramid). glibc serves blocks above its mmap threshold
@@ -20,7 +20,7 @@ and the calibration workload slows as much, so the benchmark ratio is unchanged 
 The setting is process-wide and irreversible, so the library never applies it on its own: the command-line tools
 do (`--malloc`: `"keep"` for inference, `"release"` for training), and user code may call `configure_malloc`.
 """
-from ..libc import glibc
+from focus.libc import glibc
 
 __all__ = ["MALLOC_POLICIES", "configure_malloc", "default_malloc_policy"]
 

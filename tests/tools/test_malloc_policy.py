@@ -1,4 +1,4 @@
-"""`focus.engine.runtime.configure_malloc`: "keep" stops repeated large allocations from page-faulting, "release"
+"""`tools/malloc_policy.py`, `configure_malloc`: "keep" stops repeated large allocations from page-faulting, "release"
 returns freed large blocks to the system."""
 import os
 import platform
@@ -9,18 +9,20 @@ import textwrap
 import pytest
 
 import focus
-from focus.engine.runtime import configure_malloc
 
 _FOCUS_DIR = os.path.dirname(focus.__file__)
+_TOOLS_DIR = os.path.join(os.path.dirname(_FOCUS_DIR), "tools")
+pytestmark = pytest.mark.resources
 
-# a child process imports focus.engine.runtime from bare packages (argv[2]: focus' folder): no detectron2 import
+# a child process imports tools/malloc_policy.py with `focus` as a bare package (argv[2]: its folder): no
+# detectron2 import
 _PREAMBLE = textwrap.dedent("""
     import sys, types
-    for name, sub in (("focus", ""), ("focus.engine", "/engine")):
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [sys.argv[2] + sub]
-        sys.modules[name] = pkg
-    from focus.engine.runtime import configure_malloc
+    pkg = types.ModuleType("focus")
+    pkg.__path__ = [sys.argv[2]]
+    sys.modules["focus"] = pkg
+    sys.path.insert(0, sys.argv[3])
+    from malloc_policy import configure_malloc
 """)
 _CHILD = _PREAMBLE + textwrap.dedent("""
     import resource, torch
@@ -37,7 +39,7 @@ _CHILD = _PREAMBLE + textwrap.dedent("""
 
 
 def _faults(policy):
-    out = subprocess.run([sys.executable, "-c", _CHILD, policy, _FOCUS_DIR], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _CHILD, policy, _FOCUS_DIR, _TOOLS_DIR], capture_output=True, text=True,
                          check=True)
     changed, faults = out.stdout.split()
     return changed == "True", int(faults)
@@ -71,7 +73,7 @@ _RELEASE_CHILD = _PREAMBLE + textwrap.dedent("""
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_release_policy_returns_large_blocks():
     def freed(policy):
-        out = subprocess.run([sys.executable, "-c", _RELEASE_CHILD, policy, _FOCUS_DIR], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", _RELEASE_CHILD, policy, _FOCUS_DIR, _TOOLS_DIR], capture_output=True,
                              text=True, check=True)
         changed, mb = out.stdout.split()
         return changed == "True", float(mb)
@@ -82,6 +84,6 @@ def test_release_policy_returns_large_blocks():
     assert not changed and mb < 4
 
 
-def test_unknown_policy_is_named():
+def test_unknown_policy_is_named(load_tool):
     with pytest.raises(ValueError, match="'fast'"):
-        configure_malloc("fast")
+        load_tool("malloc_policy").configure_malloc("fast")
