@@ -167,8 +167,9 @@ class BiRefNet(nn.Module):
             return gw * glob + (1 - gw) * tiled
         lo, hi = self.tile.get("band", (0.05, 0.95))
         band = ((glob > lo) & (glob < hi)).float()[None, None]
-        band = F.max_pool2d(band, 2 * (max(height, width) // 256) + 1, stride=1,
-                            padding=max(height, width) // 256)[0, 0]
+        r = max(height, width) // 256  # dilation radius (separable square max filter)
+        band = F.max_pool2d(band, (2 * r + 1, 1), stride=1, padding=(r, 0))
+        band = F.max_pool2d(band, (1, 2 * r + 1), stride=1, padding=(0, r))[0, 0]
         return glob * (1 - band) + band * (gw * glob + (1 - gw) * tiled)
 
     def inference(self, batched_inputs: List[Dict]) -> List[Dict]:
