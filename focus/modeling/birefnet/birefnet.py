@@ -136,8 +136,12 @@ class BiRefNet(nn.Module):
         return self.decoder([x, x1, x2, x3, x4], gdt_gt=gdt_gt)
 
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, h, w)`` at the network size -> probabilities ``(B, 1, h, w)``."""
-        return self.forward_logits(self.normalize(images))[-1].sigmoid().float()
+        """uint8 ``(B, 3, h, w)`` at the network size -> probabilities ``(B, 1, h, w)`` (fp32)."""
+        x = self.normalize(images)
+        dtype = self.decoder.conv_out1[0].weight.dtype
+        if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):  # weights cast to a reduced dtype
+            x = x.to(dtype)
+        return self.forward_logits(x)[-1].float().sigmoid()
 
     # ---------------------------------------------------------------------------------------------------------
     # inference

@@ -43,11 +43,14 @@ class DeformableConv2d(nn.Module):
     def forward(self, x):
         offset = self.offset_conv(x)
         mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
-        weight = self.regular_conv.weight
-        if x.dtype != weight.dtype:  # autocast: torchvision's deform_conv2d has no CPU autocast rule
-            x, offset, mask = x.to(weight.dtype), offset.to(weight.dtype), mask.to(weight.dtype)
-        return deform_conv2d(x, offset, weight, bias=self.regular_conv.bias, stride=self.stride,
-                             padding=self.padding, mask=mask)
+        weight, bias, dtype = self.regular_conv.weight, self.regular_conv.bias, x.dtype
+        if dtype != torch.float32 or weight.dtype != torch.float32:
+            # reduced precision: fp32 as torchvision's CUDA autocast rule does (its CPU kernel has no bf16/fp16),
+            # docs/birefnet.md#q21
+            out = deform_conv2d(x.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
+                                stride=self.stride, padding=self.padding, mask=mask.float())
+            return out.to(dtype)
+        return deform_conv2d(x, offset, weight, bias=bias, stride=self.stride, padding=self.padding, mask=mask)
 
 
 class _ASPPModuleDeformable(nn.Module):

@@ -222,3 +222,18 @@ def test_fused_stride1_output_equals_the_official_path(size):
             (F.interpolate(p1, size=size, mode="bilinear", align_corners=True), model.decoder.ipt_blk1(x)), 1))
         fused = model.decoder.fused_output(p1, x)
     assert (fused - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("cast", ["autocast", "full"])
+def test_bf16_inference_through_the_predictor(cast):
+    """bf16 weights (prepare_for_inference): the deformable convolutions run in fp32 (docs/birefnet.md#q21),
+    the soft map stays close to fp32's."""
+    from focus.engine.predictor import Predictor
+
+    img = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    soft = {}
+    for dtype in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        soft[dtype] = Predictor(tiny_cfg("TEST.INFERENCE_DTYPE", dtype, "TEST.INFERENCE_CAST", cast))(img)["soft"]
+    assert soft["bf16"].dtype == np.float32 and soft["bf16"].shape == (70, 90)
+    assert np.abs(soft["bf16"] - soft["fp32"]).max() < 5e-3
