@@ -204,10 +204,16 @@ class BiRefNet(nn.Module):
         return x, gt
 
     def losses(self, x, gt):
-        lc = self.loss_cfg
-        gdt_gt = laplacian(x.mean(dim=1, keepdim=True), kernel_size=5)
+        """Loss dict for normalised images ``x (B, 3, H, W)`` and targets ``gt (B, 1, H, W)``. The gradient target
+        and the losses are computed in fp32 under AMP (in bf16, SSIM's variances cancel to negative values)."""
+        with torch.autocast(x.device.type, enabled=False):
+            gdt_gt = laplacian(x.float().mean(dim=1, keepdim=True), kernel_size=5)
         gdt_preds, gdt_labels, sides = self.forward_logits(x, gdt_gt=gdt_gt)
-        it = _current_iter()
+        with torch.autocast(x.device.type, enabled=False):
+            return self._loss_terms(gdt_preds, gdt_labels, sides, gt, _current_iter())
+
+    def _loss_terms(self, gdt_preds, gdt_labels, sides, gt, it):
+        lc = self.loss_cfg
         weights = finetune_weights(lc.get("weights", (30, 0.5, 10, 0, 0)), it, self.max_iter,
                                    lc.get("last_iters", 0), lc.get("iters_per_epoch", 1),
                                    lc.get("factors", (0, 0.5, 1, 0.9, 1)), lc.get("compound", True))

@@ -237,3 +237,16 @@ def test_bf16_inference_through_the_predictor(cast):
         soft[dtype] = Predictor(tiny_cfg("TEST.INFERENCE_DTYPE", dtype, "TEST.INFERENCE_CAST", cast))(img)["soft"]
     assert soft["bf16"].dtype == np.float32 and soft["bf16"].shape == (70, 90)
     assert np.abs(soft["bf16"] - soft["fp32"]).max() < 5e-3
+
+
+def test_losses_under_bf16_autocast_are_computed_in_fp32():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    gt = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    model = tiny_model("MODEL.BIREFNET.DROP_PATH_RATE", 0.0).train()
+    ref = model.losses(x, gt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = model.losses(x, gt)
+    for k in ref:
+        assert torch.isfinite(amp[k]) and amp[k].dtype == torch.float32
+        assert amp[k].item() == pytest.approx(ref[k].item(), rel=0.05), k
