@@ -9,12 +9,12 @@
 
 Root: ``--root`` or ``$DETECTRON2_DATASETS`` (default ``datasets/``). Every subcommand is idempotent.
 
-Differences from the official ``utils/prepare/prepare_*.py`` (spec §8.3):
-* raw masks are never overwritten (the official scripts binarise GT in place: spec §13 item 12); masks are
+Differences from the official ``utils/prepare/prepare_*.py`` (docs/datasets.md#preparation):
+* raw masks are never overwritten (the official scripts binarise GT in place: docs/focus.md#q12); masks are
   binarised when read (``> 128``), and no COCO/semantic JSON or ``annotations_detectron2`` label files are made;
 * CASIA: files are copied byte for byte under their own extension (the official script re-saves v2 images as PNG
   data under a ``.jpg`` name) and each mask is paired with its image by stem (the official script sorts the two
-  lists independently: spec §13 item 16). Pairs whose sizes differ are skipped and listed, as officially;
+  lists independently: docs/focus.md#q16). Pairs whose sizes differ are skipped and listed, as officially;
 * PASCAL-S: images and masks are *copied* into ``img/`` and ``gt/`` (the official script moves them).
 """
 import argparse

@@ -2,11 +2,11 @@
 
 `add_focus_config(cfg)` is the only config function a caller needs: it adds detectron2's DeepLab keys
 (`SOLVER.POLY_LR_*`) and every key used by the official FOCUS YAMLs, under their official names
-(FOCUS_SPEC.md Appendix B, section 2.1), so that an official YAML and official command-line overrides
+(docs/focus.md#config-keys, docs/focus.md#backbone-config), so that an official YAML and official command-line overrides
 merge unchanged. Keys that exist only in `focus` (fixes of official defects, protocol choices, speed
 options) are grouped at the end of each section and named after what they change.
 
-Defaults are the official *code* defaults (which differ from every shipped YAML, spec section 13 item 22);
+Defaults are the official *code* defaults (which differ from every shipped YAML, docs/focus.md#q22);
 the values that the shipped models use live in `configs/Base-FOCUS.yaml` and its leaves.
 """
 from detectron2.config import CfgNode as CN
@@ -38,17 +38,18 @@ def _add_deeplab_config(cfg):
 
 
 def _add_mask_former_config(cfg):
-    """`MODEL.MASK_FORMER`, `MODEL.SEM_SEG_HEAD`, `INPUT`, `SOLVER`, `WANDB` keys (spec Appendix B)."""
+    """`MODEL.MASK_FORMER`, `MODEL.SEM_SEG_HEAD`, `INPUT`, `SOLVER`, `WANDB` keys (docs/focus.md#config-keys)."""
     # data
     cfg.INPUT.DATASET_MAPPER_NAME = "focus_dataset_mapper"  # training mapper, a name in focus.data.MAPPER_REGISTRY
     cfg.INPUT.TEST_MAPPER_NAME = "focus_test_mapper"  # inference mapper (evaluation, predictor, demo)
     cfg.INPUT.COLOR_AUG_SSD = False  # SSD-style colour augmentation in the training mapper
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # 1.0 makes the category-constrained crop a plain crop
-    cfg.INPUT.SIZE_DIVISIBILITY = -1  # official mapper: a fixed pad/crop *target size* (512), spec 8.1 step 5
+    # official mapper: a fixed pad/crop *target size* (512), docs/datasets.md#train-mapper step 5
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
     cfg.INPUT.IMAGE_SIZE = 1024  # unused (Mask2Former LSJ leftover)
     cfg.INPUT.MIN_SCALE = 0.1  # unused
     cfg.INPUT.MAX_SCALE = 2.0  # unused
-    # focus: "fixed" pads/crops every sample to exactly SIZE_DIVISIBILITY (official, spec 13 item 6);
+    # focus: "fixed" pads/crops every sample to exactly SIZE_DIVISIBILITY (official, docs/focus.md#q6);
     # "divisible" pads up to the next multiple instead and never crops
     cfg.INPUT.SIZE_DIVISIBILITY_MODE = "fixed"
 
@@ -92,7 +93,7 @@ def _add_mask_former_config(cfg):
     mf.TRANSFORMER_IN_FEATURE = "res5"  # "multi_scale_pixel_decoder" for FOCUS
     mf.ENFORCE_INPUT_PROJ = False  # force a 1x1 projection in front of the decoder
     mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"  # TRANSFORMER_DECODER_REGISTRY name
-    mf.SIZE_DIVISIBILITY = 32  # ignored: the backbone's size_divisibility (32) is used (spec 1.2 step 3)
+    mf.SIZE_DIVISIBILITY = 32  # ignored: the backbone's size_divisibility (32) is used (docs/focus.md#inference step 3)
     mf.TRAIN_NUM_POINTS = 112 * 112  # points sampled for the mask losses and the matcher
     mf.OVERSAMPLE_RATIO = 3.0  # PointRend importance sampling: oversampling
     mf.IMPORTANCE_SAMPLE_RATIO = 0.75  # PointRend importance sampling: fraction of uncertain points
@@ -120,7 +121,7 @@ def _add_mask_former_config(cfg):
 
 
 def _add_dinov2_config(cfg):
-    """`MODEL.DINOV2`: the DINOv2 ViT-Adapter backbone with edge prior (spec 2.1)."""
+    """`MODEL.DINOV2`: the DINOv2 ViT-Adapter backbone with edge prior (docs/focus.md#backbone-config)."""
     cfg.MODEL.DINOV2 = CN()
     d = cfg.MODEL.DINOV2
     d.EMBED_DIM = 64  # ViT width D (1024 L, 1536 G)
@@ -146,7 +147,7 @@ def _add_dinov2_config(cfg):
     d.DEPTHS = [3, 3, 27, 3]  # unused
     d.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # returned pyramid levels
     # focus: compute the Canny edge overlay from the un-normalised RGB image instead of the normalised,
-    # contrast-clipped BGR tensor (spec 13 item 4). Not checkpoint-equivalent.
+    # contrast-clipped BGR tensor (docs/focus.md#q4). Not checkpoint-equivalent.
     d.EDGE_FROM_RGB = False
     d.DROP_PATH_RATE = 0.4  # stochastic depth (hard-coded 0.4 in the official code)
     # focus: size of the edge-prior ResNet (official: ResNet-50 = [3, 4, 6, 3] blocks, stem width 64);
@@ -156,7 +157,7 @@ def _add_dinov2_config(cfg):
 
 
 def _add_cliprefiner_config(cfg):
-    """`MODEL.CLIP_REFINER`: frozen CLIP ViT-B/16 distillation, training only (spec 6)."""
+    """`MODEL.CLIP_REFINER`: frozen CLIP ViT-B/16 distillation, training only (docs/focus.md#clip)."""
     cfg.MODEL.CLIP_REFINER = CN()
     c = cfg.MODEL.CLIP_REFINER
     c.TEXT_TEMPLATES = "vild"  # prompt templates: "vild", "imagenet" or "predefined"
@@ -168,17 +169,17 @@ def _add_cliprefiner_config(cfg):
     c.MASK_THR = 0.4  # unused (discarded binary mask)
     c.MASK_MATTING = False  # unused
     c.REGION_RESIZED = True  # resize regions to the CLIP input size
-    c.CLIP_ENSEMBLE = True  # stored, never used (CLIP is not used at inference, spec 6.6)
+    c.CLIP_ENSEMBLE = True  # stored, never used (CLIP is not used at inference, docs/focus.md#clip-training-only)
     c.CLIP_ENSEMBLE_WEIGHT = 0.7  # stored, never used
     c.MASK_PROMPT_DEPTH = 3  # CLIP blocks that receive the mask-prompt embedding
     c.MASK_PROMPT_FWD = False  # feed region masks as mask prompts
     c.PROMPTS = []  # [foreground prompt, background prompt]
     # focus: build the CLIP tower (training only; inference never needs it)
     c.ENABLED = False
-    # focus: fix the inert mask prompt (single sigmoid, CLIP statistics on the RGB image, spec 13 item 7).
+    # focus: fix the inert mask prompt (single sigmoid, CLIP statistics on the RGB image, docs/focus.md#q7).
     # Changes training only.
     c.FIX_REGION_INPUTS = False
-    # focus: divide (not multiply) the contrastive target similarity by the temperature (spec 13 item 8)
+    # focus: divide (not multiply) the contrastive target similarity by the temperature (docs/focus.md#q8)
     c.FIX_LOSS_TARGET = False
     # focus: a local CLIP state dict (OpenAI or open_clip layout) to initialise the tower; "" = random
     c.WEIGHTS = ""
@@ -186,7 +187,11 @@ def _add_cliprefiner_config(cfg):
 
 def _add_focus_extras(cfg):
     """Keys that exist only in `focus`: evaluation protocol, datasets from folders, inference options."""
-    cfg.TEST.EVAL_PROTOCOL = "standard"  # "standard" (pysodmetrics on soft maps), "focus" (official) or "both"
+    # "standard" (pysodmetrics on soft maps), "focus" (official FOCUS), "both", "dis" (DIS5K suite with HCE, mBA,
+    # boundary IoU) or "vos" (DAVIS-2016 J&F + V-SOD per sequence); docs/evaluation.md
+    cfg.TEST.EVAL_PROTOCOL = "standard"
+    # vos: exact decay bin boundaries; False reproduces the official uint8 ones (docs/evaluation.md#vos-decay)
+    cfg.TEST.VOS_EXACT_DECAY_BINS = False
     cfg.TEST.SAVE_PER_IMAGE = True  # write per-image metrics next to the summary
     # Inference preparation (`focus.modeling.inference.prepare_for_inference`, applied by the predictor, the demo,
     # --eval-only and the benchmark; never by a forward). dtype: "fp32", "bf16" or "fp16" (weights stored in it)
@@ -194,7 +199,8 @@ def _add_focus_extras(cfg):
     # how a reduced INFERENCE_DTYPE applies: "autocast" (matmul weights in the dtype, the rest fp32: the fp32
     # model's numerics under autocast) or "full" (every weight and activation in the dtype)
     cfg.TEST.INFERENCE_CAST = "autocast"
-    # on CPU: nn.Linear weights packed once for oneDNN (faster matrix products than F.linear)
+    # on CPU: nn.Linear weights packed once for oneDNN (faster matrix products than F.linear;
+    # docs/speed_memory.md#packing)
     cfg.TEST.INFERENCE_PACK = True
     for key in ("INFERENCE_DTYPE", "INFERENCE_CAST", "INFERENCE_PACK"):
         cfg.register_renamed_key(f"MODEL.FOCUS.{key}", f"TEST.{key}")
@@ -221,7 +227,8 @@ def get_focus_cfg(config_file=None, opts=()):
 
 
 def inference_config(cfg):
-    """A frozen copy of `cfg` for inference: training-only parts are not built (FOCUS's CLIP tower, spec §6.6)."""
+    """A frozen copy of `cfg` for inference: training-only parts are not built (FOCUS's CLIP tower,
+    docs/focus.md#clip-training-only)."""
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.CLIP_REFINER.ENABLED = False

@@ -1,4 +1,4 @@
-"""`add_focus_config` and the shipped YAMLs (spec Appendix B, §10, §13 item 23)."""
+"""`add_focus_config` and the shipped YAMLs (docs/focus.md#config-keys, docs/focus.md#recipe, docs/focus.md#q23)."""
 from pathlib import Path
 
 import pytest
@@ -80,7 +80,7 @@ def test_min_size_train_matches_official_eval_expression():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_yaml_is_safe_and_loads(path):
-    yaml.safe_load(path.read_text())  # no python tags anywhere (spec §13 item 23)
+    yaml.safe_load(path.read_text())  # no python tags anywhere (docs/focus.md#q23)
     _load(path)
 
 

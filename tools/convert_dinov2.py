@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Convert an official DINOv2 checkpoint (and optionally torchvision's ResNet-50) into an init file for the
-FOCUS backbone `D2DINOV2` (spec §11).
+FOCUS backbone `D2DINOV2` (docs/focus.md#weights).
 
     python tools/convert_dinov2.py dinov2_vitl14_reg4_pretrain.pth ckpt/dinov2_vitl14_pretrain_updated.pkl \
         --resnet50 resnet50-0676ba61.pth
@@ -9,7 +9,7 @@ Mapping (exact key names, so detectron2's `DetectionCheckpointer` loads the resu
 * DINOv2 `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.{i}.*` -> `backbone.<same>`, with
   `blocks.{i}.ls1.gamma -> blocks.{i}.gamma1` and `ls2.gamma -> gamma2`; chunked layouts (`blocks.{c}.{i}.*`,
   DINOv2 `block_chunks > 0`) are flattened.
-* dropped: `register_tokens` (FOCUS runs without registers, spec §13 item 10), `mask_token`, the final `norm.*`.
+* dropped: `register_tokens` (FOCUS runs without registers, docs/focus.md#q10), `mask_token`, the final `norm.*`.
 * torchvision ResNet-50 state dict minus `fc.*` -> `backbone.edge.*` (the edge prior's trunk; its `fc1..fc4`
   projections and the adapter keep their random init).
 

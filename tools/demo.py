@@ -13,9 +13,9 @@ and an overlay. Videos/webcam: one `<output>/<name>_<kind>.mp4` (mp4v) per kind,
 Every file is written atomically; `--skip-existing` resumes an interrupted run without recomputing.
 Unreadable inputs are reported and skipped; the exit status is 1 if any input failed.
 
-Differences from the official `demo/demo.py` (spec §12, §13 items 3 and 35): the default config is a
-repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax, and
-`--video-input` / `--webcam` work.
+Differences from the official `demo/demo.py` (docs/focus.md#demo, docs/focus.md#q3, docs/focus.md#q35): the default
+config is a repository-relative path, the saved mask is the evaluator's merged mask rather than the `sem_seg` argmax,
+and `--video-input` / `--webcam` work.
 """
 import argparse
 import glob

@@ -1,21 +1,17 @@
 """Process-wide CPU runtime settings for the command-line tools: the glibc malloc policy.
 
-Why: one FOCUS-L forward at 512x512 allocates about 1 GB of short-lived activations in blocks of 5-64 MB (the
-adapter's 5376x1024 prior tokens, the 1024x128x128 output pyramid). glibc serves blocks above its mmap threshold
-(dynamic, at most 32 MB) with a fresh `mmap` and unmaps them on `free`, so every forward page-faults all of that
-memory in again: about 250,000 minor faults, 1.5 s of a 10 s fp32 forward on the 2-core reference machine (a VM,
-where a fault is expensive). The `"keep"` policy stops glibc from mmapping blocks and from trimming its heap, so
-the next forward reuses the memory the previous one freed: no faults after the first image. The heap fragments in
-exchange: a FOCUS-L inference process at 512 px peaked at 2654 MiB in fp32 (bf16: 1903) against 2398 (1720) with
-`"release"` below, which took 22-27 % longer per forward (`tools/benchmark.py --malloc`).
+Why: a FOCUS-L forward at 512x512 allocates a large amount of short-lived activations in blocks of several MB
+(the adapter's prior tokens, the stride-4 output pyramid). glibc serves blocks above its mmap threshold (dynamic,
+at most 32 MB) with a fresh `mmap` and unmaps them on `free`, so every forward page-faults all of that memory in
+again, which is expensive on a VM. The `"keep"` policy stops glibc from mmapping blocks and from trimming its heap,
+so the next forward reuses the memory the previous one freed: no faults after the first image. The heap fragments
+in exchange (a higher peak RSS than with `"release"`, which is slower per forward).
 
-Training is the opposite case: its peak is what counts. Once glibc's dynamic threshold has climbed to 32 MB,
-the 4-17 MB gradients and activations of a FOCUS-L step share the heap and fragment it, and at the end of the
-backward pass the process holds several hundred MB it no longer uses. The `"release"` policy fixes the mmap
-threshold at 4 MB (which also stops the dynamic climb) and resets the trim threshold, so larger blocks go back to
-the system when freed. A bf16 FOCUS-L training step at 512 px then peaked at 4510 MiB instead of 4823 MiB with
-`"keep"` (16 MB: 4780 MiB); the price is page faults, about 12 % of the step's time on the reference machine,
-and the calibration workload slows as much, so the benchmark ratio is unchanged (`tools/benchmark.py --train`).
+Training is the opposite case: its peak is what counts. Once glibc's dynamic threshold has climbed to 32 MB, the
+gradients and activations of a FOCUS-L step share the heap and fragment it, and at the end of the backward pass
+the process holds memory it no longer uses. The `"release"` policy fixes the mmap threshold at 4 MB (which also
+stops the dynamic climb) and resets the trim threshold, so larger blocks go back to the system when freed: a lower
+peak, paid for with page faults. Measured trade-offs of both policies: docs/speed_memory.md#malloc.
 
 The setting is process-wide and irreversible, so the library never applies it on its own: the command-line tools
 do (`--malloc`: `"keep"` for inference, `"release"` for training), and user code may call `configure_malloc`.

@@ -1,9 +1,9 @@
 """The dataset table: every dataset `focus` knows, registered lazily from image and mask folders.
 
 One table (`BUILTIN_DATASETS`) replaces the official twelve `register_*.py` files and their COCO/semantic
-JSONs (spec §8.2, §13 item 33): a dataset is an image folder and a mask folder under
+JSONs (docs/datasets.md#registration, docs/focus.md#q33): a dataset is an image folder and a mask folder under
 ``$DETECTRON2_DATASETS`` (default ``datasets/``), paired by file stem (the name without its *last*
-extension, so names with dots or ``#`` work: spec §13 item 17). Nothing touches the disk at import; the folders
+extension, so names with dots or ``#`` work: docs/focus.md#q17). Nothing touches the disk at import; the folders
 are listed when the dataset is first used (`DatasetCatalog.get`), and a missing folder raises one error that
 names the expected path and the command that prepares it.
 
@@ -86,7 +86,7 @@ def _rows():
         # SD (ISTD: *_A shadow images, *_B shadow masks; *_C shadow-free images unused)
         DatasetSpec("istd_train", "sd", "ISTD_Dataset/train/train_A", "ISTD_Dataset/train/train_B", f"{p} istd"),
         DatasetSpec("istd_val", "sd", "ISTD_Dataset/test/test_A", "ISTD_Dataset/test/test_B", f"{p} istd"),
-        # DBD (.bmp images and masks, read directly; 255 = blurred region, no inversion: spec §8.2)
+        # DBD (.bmp images and masks, read directly; 255 = blurred region, no inversion: docs/datasets.md#registration)
         DatasetSpec("defocus_train", "dbd", f"{dfc}/train_data/1204source", f"{dfc}/train_data/1204gt", f"{p} defocus"),
         DatasetSpec("defocus_dut_val", "dbd", f"{dfc}/test_data/DUT/dut500-source", f"{dfc}/test_data/DUT/dut500-gt",
                     f"{p} defocus"),
@@ -94,10 +94,16 @@ def _rows():
                     f"{p} defocus"),
         # FD: built by `prepare.py casia` from the CASIA v2 (train) and v1 (test) releases.
         DatasetSpec("casia_train", "fd", "CASIA/TRAIN/image", "CASIA/TRAIN/gt", f"{p} casia", mask_suffix="_gt"),
-        # The official script deletes this test image by name (spec §8.3); kept out for identical test sets.
+        # The official script deletes this test image by name (docs/datasets.md#preparation); kept out for identical
+        # test sets.
         DatasetSpec("casia_val", "fd", "CASIA/TEST/image", "CASIA/TEST/gt", f"{p} casia", mask_suffix="_gt",
                     exclude=("Sp_D_NRN_A_cha0011_sec0011_0542",)),
-        # DIS5K
+        # High-resolution SOD: HRSOD (ICCV 2019) and UHRSD (CVPR 2022) as their authors distribute them.
+        DatasetSpec("hrsod_train", "sod", "HRSOD/HRSOD_train", "HRSOD/HRSOD_train_mask", f"{_README} (HRSOD)"),
+        DatasetSpec("hrsod_test", "sod", "HRSOD/HRSOD_test", "HRSOD/HRSOD_test_mask", f"{_README} (HRSOD)"),
+        DatasetSpec("uhrsd_train", "sod", "UHRSD/UHRSD_TR_2K/image", "UHRSD/UHRSD_TR_2K/mask", f"{_README} (UHRSD)"),
+        DatasetSpec("uhrsd_test", "sod", "UHRSD/UHRSD_TE_2K/image", "UHRSD/UHRSD_TE_2K/mask", f"{_README} (UHRSD)"),
+        # DIS5K (dis_val is DIS-VD; DIS-TE1..4 below)
         DatasetSpec("dis_train", "dis", "DIS5K/DIS-TR/im", "DIS5K/DIS-TR/gt", f"{_README} (DIS5K)"),
         DatasetSpec("dis_val", "dis", "DIS5K/DIS-VD/im", "DIS5K/DIS-VD/gt", f"{_README} (DIS5K)"),
     ]

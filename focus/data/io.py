@@ -37,7 +37,7 @@ MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
 
 
 def file_stem(path):
-    """File name without its *last* extension (official loaders cut at the first dot: spec §13 item 17)."""
+    """File name without its *last* extension (official loaders cut at the first dot: docs/focus.md#q17)."""
     return Path(path).stem
 
 

@@ -1,4 +1,4 @@
-"""Dataset mappers and loader factories (spec §8.1, GT of spec §7.1).
+"""Dataset mappers and loader factories (docs/datasets.md#train-mapper, GT of docs/focus.md#targets).
 
 `FocusDatasetMapper` (training) reproduces the official `FocusDatasetMapper`; `FocusTestMapper` reproduces
 detectron2's `DatasetMapper(is_train=False)` used by the official test loader, keeping the mask file name so
@@ -64,14 +64,14 @@ def build_mapper(cfg, is_train):
 def mask_to_labels(mask):
     """Semantic labels of a mask: foreground (``> 128``) -> 0, background -> 1, as uint8 ``(H, W)``.
 
-    The official pipeline stores ``uint8(mask) + 1`` label files (spec §8.3 step 4), which gives the same
-    labels for 0/255 masks but spurious classes for soft masks (spec §13 item 11); binarising first avoids that.
+    The official pipeline stores ``uint8(mask) + 1`` label files (docs/datasets.md#labels), which gives the same
+    labels for 0/255 masks but spurious classes for soft masks (docs/focus.md#q11); binarising first avoids that.
     """
     return np.where(binarize_mask(mask), 0, 1).astype(np.uint8)
 
 
 def labels_to_instances(sem_seg, ignore_label=255):
-    """GT "instances" of spec §7.1 from a label map ``(h, w)`` int64 tensor.
+    """GT "instances" of docs/focus.md#targets from a label map ``(h, w)`` int64 tensor.
 
     One instance per class present (``!= ignore_label``), sorted: ``gt_classes`` int64 ``(K,)``,
     ``gt_masks`` bool ``(K, h, w)``, ``gt_boxes`` tight XYXY boxes (``x1 = max col + 1``; zeros if empty).
@@ -100,13 +100,13 @@ def _read_pair(dataset_dict):
 
 @register_mapper("focus_dataset_mapper")
 class FocusDatasetMapper:
-    """Training mapper (official `FocusDatasetMapper`, spec §8.1).
+    """Training mapper (official `FocusDatasetMapper`, docs/datasets.md#train-mapper).
 
     Reads image + mask, derives labels (0 fg, 1 bg), applies ``ResizeShortestEdge(MIN_SIZE_TRAIN,
     MAX_SIZE_TRAIN)`` -> optional ``RandomCrop_CategoryAreaConstraint`` -> optional SSD colour jitter ->
     horizontal flip, then pads (image 128, labels 255) according to `size_divisibility_mode`:
 
-    * ``"fixed"`` (official, spec §13 item 6): every sample becomes exactly ``size_divisibility`` square;
+    * ``"fixed"`` (official, docs/focus.md#q6): every sample becomes exactly ``size_divisibility`` square;
       larger crops lose their right/bottom part (negative padding);
     * ``"divisible"``: pad right/bottom up to the next multiple of ``size_divisibility``, never crop.
 
@@ -155,7 +155,7 @@ class FocusDatasetMapper:
         if s <= 0:
             return [0, 0, 0, 0]
         if self.size_divisibility_mode == "fixed":
-            return [0, s - w, 0, s - h]  # negative amounts crop (spec §8.1 step 5)
+            return [0, s - w, 0, s - h]  # negative amounts crop (docs/datasets.md#train-mapper step 5)
         return [0, (s - w % s) % s, 0, (s - h % s) % s]
 
     def __call__(self, dataset_dict):
@@ -184,7 +184,7 @@ class FocusDatasetMapper:
 
 @register_mapper("focus_test_mapper")
 class FocusTestMapper:
-    """Test mapper: detectron2 ``DatasetMapper(is_train=False)`` semantics (spec §8.1, last paragraph).
+    """Test mapper: detectron2 ``DatasetMapper(is_train=False)`` semantics (docs/datasets.md#test-mapper).
 
     ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` with PIL bilinear on the uint8 RGB image (EXIF
     applied). Output: ``image`` uint8 ``(3, h', w')``, ``height``/``width`` of the original image, and the

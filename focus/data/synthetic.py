@@ -9,7 +9,7 @@ Each task has a visual cue that a tiny model can learn in minutes but that is no
 * ``sd``: cast shadows: a region of a textured scene darkened by a factor 0.35-0.65 with soft edges, often
   attached to an occluding object (the object itself is *not* in the mask);
 * ``dbd``: a finely textured scene where one region is Gaussian-blurred (mask 255 = blurred, the DBD
-  convention of spec §8.2);
+  convention of docs/datasets.md#registration);
 * ``fd``: a patch spliced from another synthetic image, or copy-moved within the image, with a different
   noise level (mask 255 = tampered).
 

@@ -1,6 +1,8 @@
-"""Training and evaluation engine: a detectron2 `DefaultTrainer` with the official FOCUS recipe.
+"""Training and evaluation engine for every member: a detectron2 `DefaultTrainer` driven by the config.
 
-What it adds to `DefaultTrainer` (spec §10):
+What it adds to `DefaultTrainer` (the official FOCUS recipe by default, docs/focus.md#recipe; members choose theirs
+by config):
+* the member's mappers by name (`INPUT.DATASET_MAPPER_NAME`, `INPUT.TEST_MAPPER_NAME`);
 * AdamW with one parameter group per tensor: lr x `SOLVER.BACKBONE_MULTIPLIER` under `backbone`, no weight
   decay for normalisation and `nn.Embedding` parameters, frozen parameters (CLIP) excluded;
 * full-model gradient clipping (`SOLVER.CLIP_GRADIENTS.CLIP_TYPE: full_model`);
@@ -111,8 +113,9 @@ class AutocastTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        # no weight-cast cache: it would hold a low-precision copy of every weight until the forward ends (0.7 GB
-        # for FOCUS-L) while most weights are used once per forward (the frozen CLIP tower is stored in the AMP dtype)
+        # no weight-cast cache: it would hold a low-precision copy of every weight until the forward ends, while
+        # most weights are used once per forward (the frozen CLIP tower is stored in the AMP dtype);
+        # docs/speed_memory.md#training
         with torch.autocast(device_type=self.device_type, dtype=self.dtype, cache_enabled=False):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
@@ -156,8 +159,8 @@ _NORM_TYPES = (
 
 
 def build_optimizer(cfg, model):
-    """The official optimizer (spec §10): one group per parameter, backbone lr multiplier, no weight decay on
-    normalisation and embedding parameters, full-model gradient clipping inside `step`."""
+    """The official optimizer (docs/focus.md#recipe): one group per parameter, backbone lr multiplier, no weight decay
+    on normalisation and embedding parameters, full-model gradient clipping inside `step`."""
     from detectron2.layers import FrozenBatchNorm2d
 
     norm_types = _NORM_TYPES + (FrozenBatchNorm2d,)
@@ -306,7 +309,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        # imported here: the metrics' dependencies (pysodmetrics, scikit-image, ~50 MB) are for evaluation only
+        # imported here: the metrics' dependencies (pysodmetrics, scikit-image) are for evaluation only
         from ..evaluation import build_evaluator
         from ..evaluation.evaluator import safe_name
 

@@ -1,13 +1,18 @@
-"""`FocusEvaluator`: the one detectron2 `DatasetEvaluator` for every task, two protocols, resumable.
+"""`FocusEvaluator`: the one detectron2 `DatasetEvaluator` for every task and member, resumable.
 
-Replaces the official `UNIFIEDEvaluator` (spec §9.1): no COCO JSON; the GT is the mask file of each dataset
-dict (binarised ``> 128``), read when the image is processed. Protocols (see `focus.evaluation.metrics`):
+Replaces the official `UNIFIEDEvaluator` (docs/evaluation.md#focus-evaluator): no COCO JSON; the GT is the mask file of
+each dataset dict (binarised ``> 128``), read when the image is processed. It reads only the member contract's output
+keys ``foreground`` (soft ``(H, W)`` map in [0, 1]) and ``mask`` (the member's binary ``(H, W)`` mask), so it serves
+every member. Protocols (see `focus.evaluation.metrics`):
 
-* ``"standard"``: py_sod_metrics on ``outputs[i]["foreground"]`` (soft ``(H, W)`` map in [0, 1], quantised
-  to 8 bits with ``round(p·255)``, i.e. exactly what saving it as a PNG and running
-  `tools/evaluate_folder.py` gives);
-* ``"focus"``: the official metrics on ``outputs[i]["mask"]``, the member's binary ``(H, W)`` mask;
-* ``"both"``: both; focus metrics are then reported as ``"focus/<name>"``.
+* ``"standard"``: py_sod_metrics on ``foreground``, quantised to 8 bits with ``round(p·255)``, i.e. exactly
+  what saving it as a PNG (the demo) and running `tools/evaluate_folder.py` gives;
+* ``"focus"``: the official FOCUS metrics on ``mask``;
+* ``"both"``: both; focus metrics are then reported as ``"focus/<name>"``;
+* ``"dis"``: BiRefNet's DIS5K suite (HCE, mBA, boundary IoU, ...) on the same 8-bit ``foreground``;
+* ``"vos"``: DAVIS-2016 J and F on ``mask`` and the V-SOD metrics on ``foreground``, per sequence. Frames are
+  grouped by the input dict's ``sequence`` (else the parent folder of ``file_name``) and named by its
+  ``frame`` (else the file stem); each sequence's first and last GT frames are not evaluated.
 
 Resume: every scored image is appended (flushed and fsynced) to
 ``<output_dir>/<dataset>_<protocol>_per_image.jsonl``. A new evaluator on the same ``output_dir`` reloads it,
@@ -34,14 +39,14 @@ from detectron2.utils import comm
 
 from ..data.catalog import ensure_registered
 from ..data.io import file_stem, read_mask
-from .folder import format_table, json_safe, result_dict, score_pair
-from .metrics import FOCUS_METRICS, standard_metric_names
+from .folder import format_table, json_safe, protocol_metric_names, result_dict, score_pair, vos_result_dict
+from .metrics import VOS_METRICS, vos_frame_metrics
 
 __all__ = ["FocusEvaluator", "build_evaluator", "safe_name"]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("standard", "focus", "both")
+PROTOCOLS = ("standard", "focus", "both", "dis", "vos")
 
 
 def safe_name(name):
@@ -49,22 +54,54 @@ def safe_name(name):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-120:]
 
 
+def _to_numpy(x):
+    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return np.squeeze(x)
+
+
+def _binary_output(output):
+    """The binary ``(H, W)`` mask of a model output (its ``mask``) as bool."""
+    return _to_numpy(output["mask"]) != 0
+
+
+def _soft_output(output):
+    """The 8-bit ``(H, W)`` foreground map of a model output: ``round(clip(foreground, 0, 1)·255)``."""
+    return np.round(np.clip(_to_numpy(output["foreground"]), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def video_frame_key(d):
+    """``(sequence, frame)`` of a video dataset dict: ``sequence`` (else the parent folder of ``file_name``, or
+    its grandparent for the ``<sequence>/frames/<frame>`` layout) and ``frame`` when it is a name (else the
+    file stem)."""
+    seq = d.get("sequence")
+    if seq is None:
+        parent = Path(d["file_name"]).parent
+        seq = parent.parent.name if parent.name == "frames" else parent.name  # <sequence>/frames/<frame>
+    frame = d.get("frame")
+    if not isinstance(frame, str):
+        frame = file_stem(d["file_name"])
+    return str(seq), frame
+
+
 class FocusEvaluator(DatasetEvaluator):
-    """Evaluate foreground maps / binary masks of one dataset under the ``standard`` and/or ``focus`` protocol.
+    """Evaluate foreground maps / binary masks of one dataset under one protocol (or ``both``).
 
     Args:
         dataset_name: a registered dataset (or a ``folder:...`` name, registered on use).
         output_dir: where the resume log, JSON and CSV files go (None: nothing written, no resume).
-        protocol: "standard" (default), "focus" or "both".
+        protocol: "standard" (default), "focus", "both", "dis" or "vos".
         task: selects the standard extras (BER/IoU/Dice for sd/dbd, F1/AUC for fd); default: the
             dataset's metadata task.
         resume: reload already scored images from ``output_dir`` (False starts the log afresh).
+        vos_exact_decay_bins: ``vos`` only: exact decay bin boundaries instead of the official uint8 ones
+            that wrap beyond 256 frames (docs/evaluation.md#vos-decay).
         model_key: identifies the model being evaluated (`focus.engine.trainer.model_fingerprint`; set by the
             inference loop): only scores of the same model are resumed, so the periodic evaluations of a training
             run, or of another checkpoint, never reuse each other's scores.
     """
 
-    def __init__(self, dataset_name, output_dir=None, protocol="standard", task=None, resume=True, model_key=None):
+    def __init__(self, dataset_name, output_dir=None, protocol="standard", task=None, resume=True, model_key=None,
+                 vos_exact_decay_bins=False):
         if protocol not in PROTOCOLS:
             raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
         self.dataset_name = ensure_registered(dataset_name)
@@ -74,6 +111,7 @@ class FocusEvaluator(DatasetEvaluator):
         self.protocol = protocol
         self.output_dir = output_dir
         self.resume = resume
+        self.vos_exact_decay_bins = vos_exact_decay_bins
         self.model_key = model_key
         self._gt_files = None
         self._records = {p: {} for p in self.protocols}
@@ -133,17 +171,27 @@ class FocusEvaluator(DatasetEvaluator):
     def _image_id(input_dict):
         return str(input_dict.get("image_id", file_stem(input_dict["file_name"])))
 
+    def _record_id(self, input_dict):
+        """Key of an image's records: its ``image_id``; ``vos``: ``<sequence>/<frame>``."""
+        if self.protocol == "vos":
+            return "/".join(video_frame_key(input_dict))
+        return self._image_id(input_dict)
+
     def is_done(self, input_dict):
         """True if this image was already scored under every protocol (skip its inference)."""
-        image_id = self._image_id(input_dict)
-        return all(image_id in self._records[p] for p in self.protocols)
+        record_id = self._record_id(input_dict)
+        return all(record_id in self._records[p] for p in self.protocols)
 
     # ---------------------------------------------------------------- scoring
     def _gt_file(self, input_dict):
+        """The GT mask file of an input (None: a video frame without annotation)."""
         if "sem_seg_file_name" in input_dict:
             return input_dict["sem_seg_file_name"]
         if self._gt_files is None:
-            self._gt_files = {str(d["image_id"]): d["sem_seg_file_name"] for d in DatasetCatalog.get(self.dataset_name)}
+            self._gt_files = {str(d["image_id"]): d.get("sem_seg_file_name")
+                              for d in DatasetCatalog.get(self.dataset_name)}
+        if self.protocol == "vos":  # sparse annotations: frames without a mask are not scored
+            return self._gt_files.get(self._image_id(input_dict))
         return self._gt_files[self._image_id(input_dict)]
 
     @staticmethod
@@ -156,28 +204,34 @@ class FocusEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for input_dict, output in zip(inputs, outputs):
-            image_id = self._image_id(input_dict)
-            todo = [p for p in self.protocols if image_id not in self._records[p]]
+            record_id = self._record_id(input_dict)
+            todo = [p for p in self.protocols if record_id not in self._records[p]]
             if not todo:
                 continue
             gt_file = self._gt_file(input_dict)
+            if gt_file is None:  # an unannotated video frame
+                continue
             gt = read_mask(gt_file)
+            where = input_dict.get("file_name", record_id)
             for p in todo:
-                if p == "standard":
-                    fg = output["foreground"]
-                    fg = fg.detach().float().cpu().numpy() if isinstance(fg, torch.Tensor) else np.asarray(fg)
-                    fg = np.squeeze(fg)
-                    self._check_size(fg, gt, f"foreground map of {input_dict.get('file_name', image_id)}", gt_file)
-                    pred = np.round(np.clip(fg, 0.0, 1.0) * 255).astype(np.uint8)
+                if p == "vos":
+                    mask = _binary_output(output)
+                    self._check_size(mask, gt, f"mask of {where}", gt_file)
+                    soft = _soft_output(output) if "foreground" in output else None
+                    if soft is not None:
+                        self._check_size(soft, gt, f"foreground map of {where}", gt_file)
+                    record = vos_frame_metrics(mask, gt, soft=soft)
                 else:
-                    pm = output["mask"]
-                    pm = pm.detach().cpu().numpy() if isinstance(pm, torch.Tensor) else np.asarray(pm)
-                    pm = np.squeeze(pm)
-                    self._check_size(pm, gt, f"binary mask of {input_dict.get('file_name', image_id)}", gt_file)
-                    pred = (pm != 0).astype(np.uint8) * 255
-                record = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
-                self._records[p][image_id] = record
-                self._append(p, image_id, record)
+                    if p in ("standard", "dis"):
+                        pred = _soft_output(output)
+                        self._check_size(pred, gt, f"foreground map of {where}", gt_file)
+                    else:
+                        pm = _binary_output(output)
+                        self._check_size(pm, gt, f"mask of {where}", gt_file)
+                        pred = pm.astype(np.uint8) * 255
+                    record = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
+                self._records[p][record_id] = record
+                self._append(p, record_id, record)
 
     # ---------------------------------------------------------------- results
     def evaluate(self):
@@ -193,11 +247,23 @@ class FocusEvaluator(DatasetEvaluator):
             return OrderedDict()
         merged = OrderedDict()
         for p in self.protocols:
-            res = result_dict(records[p], p, self.task, dataset=self.dataset_name)
-            names = list(standard_metric_names(self.task) if p == "standard" else FOCUS_METRICS)
-            title = f"{self.dataset_name}: {p} protocol ({len(records[p])} images)"
+            names = protocol_metric_names(p, self.task)
+            if p == "vos":
+                res = vos_result_dict(
+                    {tuple(k.rsplit("/", 1)): r for k, r in records[p].items()}, self._video_sequences(),
+                    uint8_ids=not self.vos_exact_decay_bins, dataset=self.dataset_name,
+                )
+                if res["missing"]:
+                    logger.warning(f"{self.dataset_name}: {len(res['missing'])} selected frame(s) without a "
+                                   f"prediction were left out: {res['missing'][:10]}")
+            else:
+                res = result_dict(records[p], p, self.task, dataset=self.dataset_name)
+            title = f"{self.dataset_name}: {p} protocol ({res['num_images']} images)"
             if p == "focus":
-                title += "  [official names; BER = 0.75 x true BER in %, spec §13 item 1]"
+                title += "  [official names; BER = 0.75 x true BER in %, docs/focus.md#q1]"
+            if p == "vos":
+                title = (f"{self.dataset_name}: vos protocol ({res['num_sequences']} sequences, "
+                         f"{res['num_images']} frames)")
             print(format_table([(self.dataset_name, res["metrics"])], names, title=title), flush=True)
             prefix = "focus/" if self.protocol == "both" and p == "focus" else ""
             for n in names:
@@ -205,6 +271,20 @@ class FocusEvaluator(DatasetEvaluator):
             if self.output_dir:
                 self._write(p, res, names)
         return OrderedDict({self.dataset_name: merged})
+
+    def _video_sequences(self):
+        """``{sequence: [frame, ...]}`` of every annotated frame of the dataset (None if it cannot be listed)."""
+        try:
+            dicts = DatasetCatalog.get(self.dataset_name)
+        except (FileNotFoundError, ValueError) as e:
+            logger.warning(f"{self.dataset_name}: cannot list its frames ({e}); using the scored frames")
+            return None
+        sequences = {}
+        for d in dicts:
+            if d.get("sem_seg_file_name"):
+                seq, frame = video_frame_key(d)
+                sequences.setdefault(seq, []).append(frame)
+        return sequences
 
     def _write(self, protocol, res, names):
         base = Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}"
@@ -216,11 +296,19 @@ class FocusEvaluator(DatasetEvaluator):
             w.writerow([self.dataset_name] + [res["metrics"][n] for n in names])
         with open(f"{base}_per_image.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["image_id"] + names)
+            cols = ["J", "F"] + names[len(VOS_METRICS):] if protocol == "vos" else names
+            w.writerow(["image_id"] + cols)
             for image_id, r in res["per_image"].items():
-                w.writerow([image_id] + [r.get(n, math.nan) for n in names])
+                w.writerow([image_id] + [r.get(n, math.nan) for n in cols])
+        if protocol == "vos":
+            with open(f"{base}_per_sequence.csv", "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["sequence"] + names + ["num_frames"])
+                for seq, r in res["per_sequence"].items():
+                    w.writerow([seq] + [r[n] for n in names] + [r["num_frames"]])
 
 
 def build_evaluator(cfg, dataset_name, output_dir=None):
     """`FocusEvaluator` for `dataset_name` with protocol ``cfg.TEST.EVAL_PROTOCOL``."""
-    return FocusEvaluator(dataset_name, output_dir=output_dir, protocol=cfg.TEST.EVAL_PROTOCOL)
+    return FocusEvaluator(dataset_name, output_dir=output_dir, protocol=cfg.TEST.EVAL_PROTOCOL,
+                          vos_exact_decay_bins=cfg.TEST.VOS_EXACT_DECAY_BINS)

@@ -16,7 +16,7 @@ def add_upsample_2x2_(out, tokens, up, h, w, rows=None):
 
     The transposed convolution is one GEMM and a pixel shuffle, with the same sums (each output pixel has exactly
     one input pixel and one kernel tap); on CPU the GEMM runs at matmul speed, whereas oneDNN's deconvolution of the
-    channels-last token view took about twice as long plus a 64 MB layout copy at 512 px. The shuffle is a strided
+    channels-last token view is slower and needs a layout copy (docs/speed_memory.md#kernels). The shuffle is a strided
     view added straight into `out`, so the upsampled map is never materialised; with `rows`, the GEMM runs on
     `rows` grid rows at a time, which bounds its output to `rows / h` of the map: a row's sums do not depend on
     the other rows (bit-identical at the FOCUS-L shapes here; BLAS may pick another kernel for a few rows).

@@ -1,7 +1,7 @@
 """Box conversions and (generalised) IoU as used by the FOCUS box loss.
 
 torchvision's `generalized_box_iou` has no epsilon in its denominators; the official code (DETR's
-`box_ops` with `+1e-6` added, spec §7.3) does, which matters for the degenerate all-zero boxes of empty
+`box_ops` with `+1e-6` added, docs/focus.md#losses) does, which matters for the degenerate all-zero boxes of empty
 masks. Boxes are `(N, 4)` tensors.
 """
 
@@ -42,7 +42,7 @@ def box_iou(boxes1, boxes2):
 
 def generalized_box_iou(boxes1, boxes2):
     """Pairwise generalised IoU (Rezatofighi et al. 2019) of xyxy boxes `(N, 4)`, `(M, 4)` → `(N, M)`,
-    with `+1e-6` in both denominators (spec §7.3). Raises on degenerate boxes (x1 < x0 or y1 < y0)."""
+    with `+1e-6` in both denominators (docs/focus.md#losses). Raises on degenerate boxes (x1 < x0 or y1 < y0)."""
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
         if not bool((b[:, 2:] >= b[:, :2]).all()):
             raise ValueError(f"generalized_box_iou: degenerate box in {name} (x1 < x0 or y1 < y0)")

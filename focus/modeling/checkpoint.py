@@ -17,7 +17,8 @@ class FOCUSCheckpointer(DetectionCheckpointer):
     """Loads official FOCUS checkpoints (`{"model": state_dict, ...}`) and bare state dicts with no key renaming.
 
     Keys under `sem_seg_head.predictor.clip_refiner.` are dropped by the predictor itself when the CLIP tower is
-    not built (spec §6.6). Shape mismatches, missing and unexpected keys are logged as one warning.
+    not built (docs/focus.md#clip-training-only). Shape mismatches, missing and unexpected keys are logged as one
+    warning.
     """
 
     _MODEL_PREFIXES = ("backbone.", "sem_seg_head.", "criterion.")
@@ -41,7 +42,7 @@ class FOCUSCheckpointer(DetectionCheckpointer):
     def _load_file_torch(self, filename):
         """`.pth`: detectron2 already wraps a bare state dict. `.pkl`: a FOCUS state dict (bare, or under
         "model" without detectron2's "__author__" tag) is loaded as is, never through detectron2's Caffe2 name
-        conversion; any other `.pkl` (e.g. the converted DINOv2 weights, spec §11) goes to detectron2."""
+        conversion; any other `.pkl` (e.g. the converted DINOv2 weights, docs/focus.md#weights) goes to detectron2."""
         if filename.endswith(".pkl"):
             with PathManager.open(filename, "rb") as f:
                 data = pickle.load(f, encoding="latin1")

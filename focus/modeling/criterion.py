@@ -1,5 +1,5 @@
-"""FOCUS training losses (spec §7.3): Hungarian-matched mask (BCE + dice on PointRend-sampled points),
-classification, box (L1 + GIoU) losses, and the unmatched CLIP contrastive distillation loss (spec §6.5),
+"""FOCUS training losses (docs/focus.md#losses): Hungarian-matched mask (BCE + dice on PointRend-sampled points),
+classification, box (L1 + GIoU) losses, and the unmatched CLIP contrastive distillation loss (docs/focus.md#clip-loss),
 with deep supervision over the auxiliary decoder outputs.
 """
 
@@ -34,10 +34,10 @@ def sigmoid_ce_loss(inputs, targets, num_masks):
 
 
 def clip_contrastive_loss(image_features, text_features, temperature=CLIP_TEMPERATURE, fix_target=False):
-    """CLIP-style contrastive loss between the projected region and text features (spec §6.5).
+    """CLIP-style contrastive loss between the projected region and text features (docs/focus.md#clip-loss).
 
     Per image: `logits = T Iᵀ / τ`, soft targets `softmax((I Iᵀ + T Tᵀ) / 2 · τ)` (official: multiplied by
-    τ, spec §13 item 8; `fix_target=True` divides by τ instead), symmetric soft cross-entropy averaged over
+    τ, docs/focus.md#q8; `fix_target=True` divides by τ instead), symmetric soft cross-entropy averaged over
     the queries, then over the batch. Features are not L2-normalised (they are LayerNorm outputs). Computed
     in fp32 with autocast off (logits reach ~|T||I|/τ ≈ 7·10³).
 
@@ -69,7 +69,7 @@ def _pad_masks(masks):
 
 
 class SetCriterion(nn.Module):
-    """Losses of FOCUS (spec §7.3).
+    """Losses of FOCUS (docs/focus.md#losses).
 
     For every decoder output (the final one and each of `aux_outputs`) the matcher assigns queries to
     targets, then each loss in `losses` is computed:
@@ -102,7 +102,7 @@ class SetCriterion(nn.Module):
             eos_coef: class weight of the no-object class.
             losses: subset of `["masks", "labels", "clip", "boxes"]`, computed in this order.
             num_points, oversample_ratio, importance_sample_ratio: PointRend point sampling of the mask losses.
-            fix_clip_target: divide the contrastive target similarity by τ (spec §13 item 8 fix).
+            fix_clip_target: divide the contrastive target similarity by τ (docs/focus.md#q8 fix).
         """
         super().__init__()
         unknown = set(losses) - set(self._LOSSES)
@@ -169,7 +169,7 @@ class SetCriterion(nn.Module):
         """`loss_bbox` (L1) and `loss_giou` between sigmoid-ed predicted and target cxcywh boxes (normalised).
 
         With no matched pair at all the official code returns wrongly named keys (`loss_bbox_0`,
-        `loss_giou_0`, spec §13 item 9), which the weight dict then drops or lets collide with the first
+        `loss_giou_0`, docs/focus.md#q9), which the weight dict then drops or lets collide with the first
         auxiliary output's keys. Here the keys are the regular ones with value 0 (still attached to the
         graph): the total loss and the gradients are the same (zero box loss), the bookkeeping is correct.
         """
@@ -184,7 +184,7 @@ class SetCriterion(nn.Module):
         return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_masks}
 
     def loss_clip(self, outputs, targets, indices, num_masks):
-        """`loss_clip` between `pred_queries["image_features"]` and `["text_features"]` (spec §6.5)."""
+        """`loss_clip` between `pred_queries["image_features"]` and `["text_features"]` (docs/focus.md#clip-loss)."""
         queries = outputs["pred_queries"]
         loss = clip_contrastive_loss(
             queries["image_features"], queries["text_features"], fix_target=self.fix_clip_target

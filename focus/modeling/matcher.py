@@ -1,4 +1,4 @@
-"""Hungarian matching of the FOCUS queries to the ground-truth "instances" (spec §7.2).
+"""Hungarian matching of the FOCUS queries to the ground-truth "instances" (docs/focus.md#matcher).
 
 FOCUS has two queries and (normally) two targets, foreground and background; which query takes which
 target is decided per image and per decoder output by this matcher.
@@ -37,11 +37,11 @@ def batch_sigmoid_ce_cost(inputs, targets):
 
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of predictions to targets minimising
-    `cost_mask · BCE + cost_class · (−p[class]) + cost_dice · dice` (spec §7.2).
+    `cost_mask · BCE + cost_class · (−p[class]) + cost_dice · dice` (docs/focus.md#matcher).
 
     Mask costs are evaluated at `num_points` uniformly random points shared by all predictions and targets
     of an image. No box or CLIP cost is used (the official `cost_clip` / `cost_cos` arguments were never
-    read, spec §13 item 29, and are not offered). Runs without gradient, in fp32 with autocast off.
+    read, docs/focus.md#q29, and are not offered). Runs without gradient, in fp32 with autocast off.
     """
 
     def __init__(self, cost_class=1.0, cost_mask=1.0, cost_dice=1.0, num_points=12544):

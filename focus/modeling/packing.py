@@ -1,9 +1,8 @@
 """oneDNN weight prepacking of `nn.Linear` layers for CPU inference (`MODEL.FOCUS.INFERENCE_PACK`).
 
-Why: on CPU, `F.linear` multiplies through the BLAS library (MKL in PyTorch's wheels), which on the AMD EPYC
-reference machine ran the FOCUS-L matrix shapes at 150-165 GFLOP/s in fp32; oneDNN's matmul with the weight
-reordered once into its blocked layout ran the same shapes 25-35 % faster (`tools/benchmark.py`). The results
-differ from `F.linear` only by the summation order (max |diff| of `sem_seg` 7e-7 on FOCUS-L, identical masks).
+Why: on CPU, `F.linear` multiplies through the BLAS library (MKL in PyTorch's wheels); oneDNN's matmul with the
+weight reordered once into its blocked layout runs the FOCUS-L matrix shapes faster (measured figures:
+docs/speed_memory.md#packing). The results differ from `F.linear` only by the summation order.
 
 Packing is inference-only and in place: each packed layer keeps its `weight` Parameter object, whose storage is
 released while the blocked copy serves the forward (no second copy of the weights in memory); `state_dict()`
@@ -68,7 +67,8 @@ def _unpack(module):
 
 def _release_freed_heap():
     # the dense weight just freed leaves a hole in glibc's heap that the next (64-byte aligned) packed weight of the
-    # same size does not fit: return its pages to the system, or packing FOCUS-L would add 0.7 GB to the RSS
+    # same size does not fit: return its pages to the system, or packing would grow the RSS by a large part of the
+    # weights' size (docs/speed_memory.md#packing)
     libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -110,3 +110,22 @@ def test_casia_suffix_and_exclusion(tmp_path):
         assert dicts[0]["sem_seg_file_name"].endswith("Sp_D_x_1_gt.png")
     finally:
         register_builtin_datasets()
+
+
+def test_high_resolution_sod_and_dis_rows(tmp_path):
+    """HRSOD, UHRSD (their authors' layouts) and DIS-VD (`dis_val`) load from `$DETECTRON2_DATASETS`."""
+    for name in ("hrsod_train", "hrsod_test", "uhrsd_train", "uhrsd_test", "dis_val"):
+        spec = BUILTIN_DATASETS[name]
+        assert MetadataCatalog.get(name).task == ("dis" if name == "dis_val" else "sod")
+        (tmp_path / spec.image_dir).mkdir(parents=True)
+        (tmp_path / spec.mask_dir).mkdir(parents=True)
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / spec.image_dir / "a#1.jpg")
+        Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / spec.mask_dir / "a#1.png")
+    assert BUILTIN_DATASETS["dis_val"].image_dir == "DIS5K/DIS-VD/im"
+    register_builtin_datasets(root=tmp_path)
+    try:
+        for name in ("hrsod_test", "uhrsd_test", "dis_val"):
+            (d,) = DatasetCatalog.get(name)
+            assert d["image_id"] == "a#1" and (d["height"], d["width"]) == (6, 8)
+    finally:
+        register_builtin_datasets()

@@ -1,4 +1,4 @@
-"""Training mapper (spec §8.1, GT of §7.1) and test mapper."""
+"""Training mapper (docs/datasets.md#train-mapper, GT of docs/focus.md#targets) and test mapper."""
 import numpy as np
 import pytest
 import torch

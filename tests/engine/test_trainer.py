@@ -1,4 +1,4 @@
-"""The training engine: optimizer groups (spec §10), atomic checkpoints, autocast on CPU."""
+"""The training engine: optimizer groups (docs/focus.md#recipe), atomic checkpoints, autocast on CPU."""
 import os
 
 import pytest

@@ -1,4 +1,5 @@
-"""Both protocols against direct computations: `py_sod_metrics` (standard) and spec §9.2 restated (focus)."""
+"""Both protocols against direct computations: `py_sod_metrics` (standard) and docs/evaluation.md#focus-metrics restated
+(focus)."""
 import math
 
 import cv2
@@ -81,9 +82,9 @@ def test_standard_equals_pysodmetrics_direct(ecssd):
     assert set(res["per_image"]) == set(stems)
 
 
-# ---------------------------------------------------------------- spec §9.2, restated
+# ---------------------------------------------------------------- docs/evaluation.md#focus-metrics, restated
 def _official_calc_metrics(pred01, gt01):
-    """`calc_metrics`: both scaled by 255, then the PySODMetrics formulas (spec §9.2)."""
+    """`calc_metrics`: both scaled by 255, then the PySODMetrics formulas (docs/evaluation.md#focus-metrics)."""
     pred, gt = (pred01 * 255).astype(np.uint8), (gt01 * 255).astype(np.uint8)
     sm, em, wfm, mae, fm = psm.Smeasure(), psm.Emeasure(), psm.WeightedFmeasure(), psm.MAE(), psm.Fmeasure()
     for m in (sm, em, wfm, mae, fm):
@@ -125,7 +126,7 @@ def test_focus_equals_spec_restatement(ecssd):
     assert list(res["metrics"]) == ["MAE", "SM", "EM", "WFM", "BER", "F1", "AUC", "FM"]
     for k, v in expected.items():
         assert abs(res["metrics"][k] - float(v)) <= 1e-9, k
-    # reported BER is 0.75 x the true BER (spec §13 item 1); AUC = 1 - true BER / 100 per image
+    # reported BER is 0.75 x the true BER (docs/focus.md#q1); AUC = 1 - true BER / 100 per image
     true_ber = np.mean([b[2] for b in bers])
     assert abs(res["metrics"]["BER"] - 0.75 * true_ber) <= 1e-9
     assert abs(res["metrics"]["AUC"] - (1 - true_ber / 100)) <= 1e-6

@@ -1,4 +1,4 @@
-"""Input builders and a loop re-statement of the operator formula (spec §3.2) shared by the layer tests."""
+"""Input builders and a loop re-statement of the operator formula (docs/focus.md#msda-op) shared by the layer tests."""
 import math
 
 import torch
@@ -25,7 +25,7 @@ def make_inputs(shapes, n=2, lq=5, m=2, dh=3, p=2, dtype=torch.float64, spread=(
 
 def loop_formula(value, spatial_shapes, start_index, loc, attn):
     """out[n,q,m*Dh+c] = sum_l sum_p A * bilinear(V_l, x = loc_x*W - 0.5, y = loc_y*H - 0.5); a sample counts
-    only if -1 < y < H and -1 < x < W, and each corner outside the map contributes 0 (spec §3.2)."""
+    only if -1 < y < H and -1 < x < W, and each corner outside the map contributes 0 (docs/focus.md#msda-op)."""
     n_, _, m_, dh = value.shape
     _, lq, _, num_levels, num_points, _ = loc.shape
     out = torch.zeros(n_, lq, m_ * dh, dtype=value.dtype)

@@ -1,4 +1,4 @@
-"""The compiled CPU kernel against the PyTorch reference and the spec §3.2 formula.
+"""The compiled CPU kernel against the PyTorch reference and the docs/focus.md#msda-op formula.
 
 The extension is JIT-compiled once (about a minute on 2 cores) into build/cpu_ext and reused by later runs."""
 import pytest

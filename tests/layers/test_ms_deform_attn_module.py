@@ -1,4 +1,5 @@
-"""`MSDeformAttn` shapes, official initialisation (spec §3.3) and the dispatcher's choice of implementation."""
+"""`MSDeformAttn` shapes, official initialisation (docs/focus.md#msda-module) and the dispatcher's choice of
+implementation."""
 import itertools
 import logging
 import math

@@ -1,4 +1,4 @@
-"""The PyTorch reference of multi-scale deformable attention against the spec §3.2 formula."""
+"""The PyTorch reference of multi-scale deformable attention against the docs/focus.md#msda-op formula."""
 import pytest
 import torch
 

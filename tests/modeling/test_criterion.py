@@ -1,4 +1,5 @@
-"""SetCriterion and its loss terms vs hand computation / direct re-statements of spec §6.5 and §7.3."""
+"""SetCriterion and its loss terms vs hand computation / direct re-statements of docs/focus.md#clip-loss,
+docs/focus.md#losses."""
 
 import math
 
@@ -37,7 +38,7 @@ def make_criterion(matcher, losses=("masks", "labels", "clip", "boxes"), fix=Fal
 
 
 def numpy_clip_loss(img, txt, fix):
-    """Spec §6.5 stated directly, per image, in float64 numpy."""
+    """docs/focus.md#clip-loss stated directly, per image, in float64 numpy."""
     tau = 0.07
     out = []
     for I, T in zip(img.astype(np.float64), txt.astype(np.float64)):
@@ -229,7 +230,7 @@ def test_empty_targets_give_zero_box_and_mask_losses():
         for _ in range(2)
     ]
     losses = crit(_outputs(n_aux=0), targets)
-    # spec §13 item 9: the official code names these loss_bbox_0 / loss_giou_0; here the regular keys, value 0
+    # docs/focus.md#q9: the official code names these loss_bbox_0 / loss_giou_0; here the regular keys, value 0
     for k in ("loss_bbox", "loss_giou", "loss_mask", "loss_dice"):
         assert losses[k].item() == 0.0
     assert "loss_bbox_0" not in losses

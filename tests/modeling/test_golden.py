@@ -1,6 +1,6 @@
 """Golden parity: our model built from configs/cod/focus_dinov2_large.yaml with the golden_dev overrides, loaded
 with the official weights through DetectionCheckpointer, reproduces every saved official output
-(golden_dev/README.md): backbone features, pixel decoder, last decoder prediction, sem_seg, instances."""
+(docs/focus.md#golden): backbone features, pixel decoder, last decoder prediction, sem_seg, instances."""
 import cv2
 import pytest
 import torch

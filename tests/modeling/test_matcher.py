@@ -1,4 +1,5 @@
-"""HungarianMatcher: obvious assignments, cost vs a numpy re-statement of spec §7.2, brute-force optimality."""
+"""HungarianMatcher: obvious assignments, cost vs a numpy re-statement of docs/focus.md#matcher, brute-force
+optimality."""
 
 import itertools
 
@@ -35,7 +36,7 @@ def test_obvious_assignment(swap):
 
 
 def _numpy_cost(logits, labels, pred_pts, tgt_pts, wc, wm, wd):
-    """Spec §7.2 stated directly in float64."""
+    """docs/focus.md#matcher stated directly in float64."""
     prob = np.exp(logits - logits.max(-1, keepdims=True))
     prob /= prob.sum(-1, keepdims=True)
     prob = prob[:, labels]

@@ -29,7 +29,7 @@ def sample(shared_data):
     image = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(mask, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
     inst = labels_to_instances(torch.as_tensor(mask_to_labels(mask)).long())
-    # spec §7.1: one instance per class present (0 = foreground, 1 = background), tight boxes
+    # docs/focus.md#targets: one instance per class present (0 = foreground, 1 = background), tight boxes
     assert inst.gt_classes.tolist() == [0, 1]
     assert inst.gt_masks.shape == (2, SIZE, SIZE)
     assert bool((inst.gt_masks[0] ^ inst.gt_masks[1]).all())
@@ -106,7 +106,7 @@ def _check_clip_branch(model, grads):
     for head in ("image_embed", "text_embed"):
         g = grads[f"{pred}{head}.projection.weight"]
         assert g is not None and g.abs().sum() > 0, head
-    # spec §6.3 / §13 item 7: the mask embedding is inert with the official region inputs
+    # docs/focus.md#clip-regions, docs/focus.md#q7: the mask embedding is inert with the official region inputs
     g = grads[pred + "clip_refiner.clip_model.visual.mask_embedding"]
     assert g is None or g.abs().max() == 0
     assert all(p.grad is None for n, p in model.named_parameters() if "clip_model" in n and not p.requires_grad)

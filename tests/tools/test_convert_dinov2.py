@@ -1,5 +1,5 @@
 """tools/convert_dinov2.py on synthetic checkpoints with the exact key layouts of Meta's DINOv2 reg4 checkpoints
-(dinov2_reg4_checkpoint_keys.json, dims scaled down) and of torchvision's ResNet (spec §11)."""
+(dinov2_reg4_checkpoint_keys.json, dims scaled down) and of torchvision's ResNet (docs/focus.md#weights)."""
 import json
 import pickle
 from pathlib import Path

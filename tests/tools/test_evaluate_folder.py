@@ -36,6 +36,8 @@ def folders(tmp_path):
 @pytest.mark.parametrize("protocol,names", [
     ("standard", ["Smeasure", "wFmeasure", "MAE", "adpEm", "meanEm", "maxEm", "adpFm", "meanFm", "maxFm"]),
     ("focus", ["MAE", "SM", "EM", "WFM", "BER", "F1", "AUC", "FM"]),
+    ("dis", ["maxFm", "wFmeasure", "MAE", "Smeasure", "meanEm", "HCE", "maxEm", "meanFm", "adpEm", "adpFm", "mBA",
+             "maxBIoU", "meanBIoU"]),
 ])
 def test_cli_json(folders, tmp_path, capsys, protocol, names, tool):
     gt_dir, pred_dir = folders
@@ -66,3 +68,34 @@ def test_task_extras(folders):
     gt_dir, pred_dir = folders
     assert list(score_folder(pred_dir, gt_dir, "standard", task="fd")["metrics"])[-2:] == ["F1", "AUC"]
     assert list(score_folder(pred_dir, gt_dir, "standard", task="dbd")["metrics"])[-3:] == ["BER", "IoU", "Dice"]
+
+
+def test_cli_vos_json(tool, tmp_path, capsys):
+    """``<pred>/<sequence>/<frame>.png`` against ``<gt>/<sequence>/<frame>.png``: dataset means in ``metrics``,
+    per-sequence values beside them, the first and last frame of each sequence not evaluated."""
+    for seq, n in (("a", 5), ("b", 4)):
+        (tmp_path / "gt" / seq).mkdir(parents=True)
+        (tmp_path / "pred" / seq).mkdir(parents=True)
+        for t in range(n):
+            gt = np.zeros((40, 60), np.uint8)
+            gt[10:30, 10 + t:40 + t] = 255
+            cv2.imwrite(str(tmp_path / "gt" / seq / f"{t:05d}.png"), gt)
+            cv2.imwrite(str(tmp_path / "pred" / seq / f"{t:05d}.png"), np.roll(gt, 2 * t, axis=1))
+    out = tmp_path / "vos.json"
+    tool.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "vos",
+                  "--output", str(out)])
+    js = json.loads(out.read_text())
+    assert js["protocol"] == "vos"
+    assert list(js["metrics"])[:7] == ["J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay", "J&F_mean"]
+    assert list(js["metrics"])[7:] == ["Smeasure", "wFmeasure", "MAE", "adpEm", "meanEm", "maxEm", "adpFm", "meanFm",
+                                       "maxFm"]
+    assert js["evaluated_frames"] == {"a": ["00001", "00002", "00003"], "b": ["00001", "00002"]}
+    assert set(js["per_image"]) == {"a/00001", "a/00002", "a/00003", "b/00001", "b/00002"}
+    per_seq = js["per_sequence"]
+    assert js["metrics"]["F_mean"] == pytest.approx((per_seq["a"]["F_mean"] + per_seq["b"]["F_mean"]) / 2)
+    assert js["per_sequence"]["a"]["J_decay"] > 0  # the prediction drifts away over time
+    printed = capsys.readouterr().out
+    assert "vos protocol, 2 sequences, 5 evaluated frames" in printed
+    tool.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "vos", "--no-vsod",
+                  "--output", str(out)])
+    assert list(json.loads(out.read_text())["metrics"]) == list(js["metrics"])[:7]

@@ -1,4 +1,4 @@
-"""Multi-scale deformable attention (spec §3): the module, the dispatching function, the PyTorch reference
+"""Multi-scale deformable attention (docs/focus.md#msda): the module, the dispatching function, the PyTorch reference
 and the compiled CUDA/CPU kernels (`extension`)."""
 from .extension import load_cpu_extension
 from .functions import (  # noqa: F401

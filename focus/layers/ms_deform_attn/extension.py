@@ -80,7 +80,7 @@ def cpu_extension_build_dir():
 
 
 def load_cpu_extension(verbose=False):
-    """Compile (first time, ~1 min with ninja; later calls reuse the cache) and load the CPU kernel; from
+    """Compile (first time, with ninja; later calls reuse the cache) and load the CPU kernel; from
     then on `ms_deform_attn` uses it for CPU tensors. Returns the extension module."""
     if _state["cpu"] is None:
         from torch.utils.cpp_extension import load

@@ -1,5 +1,5 @@
 """Multi-scale deformable attention as a function: the pure-PyTorch reference, the autograd wrapper of the
-compiled kernels, and the dispatcher `ms_deform_attn` that picks one of them (spec §3.2)."""
+compiled kernels, and the dispatcher `ms_deform_attn` that picks one of them (docs/focus.md#msda-op)."""
 import os
 
 import torch
@@ -11,7 +11,7 @@ from . import extension
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "MSDeformAttnFunction", "ms_deform_attn_backend", "grid_centers"]
 
-IM2COL_STEP = 128  # official batch chunk of the CUDA kernel; no numerical effect (spec §3.2)
+IM2COL_STEP = 128  # official batch chunk of the CUDA kernel; no numerical effect (docs/focus.md#msda-op)
 
 
 def ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -102,11 +102,11 @@ def ms_deform_attn_backend(device):
 
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Multi-scale deformable attention (spec §3.2), dispatched by device and availability:
+    """Multi-scale deformable attention (docs/focus.md#msda-op), dispatched by device and availability:
     CUDA tensors + built `focus._C` -> CUDA kernel; CPU tensors + loaded CPU extension -> CPU kernel;
     otherwise (or with `FOCUS_DISABLE_EXT=1`) `ms_deform_attn_pytorch`. Same arguments and result.
 
-    Unlike the official wrapper (bare `except` around the CUDA call, spec §13 item 14) kernel errors propagate.
+    Unlike the official wrapper (bare `except` around the CUDA call, docs/focus.md#q14) kernel errors propagate.
     The kernels take value in fp64/fp32/fp16/bf16 and the sampling locations and attention weights in the
     matching accumulation type (value's dtype, fp32 for fp16/bf16 values), so under autocast (fp16/bf16 value,
     fp32 locations) locations keep fp32 precision (bf16 would round them by up to 1/4 pixel on a 64-wide level);

@@ -1,5 +1,5 @@
 """`MSDeformAttn`: the multi-scale deformable attention module of Deformable DETR, shared by the ViT-Adapter
-backbone (ratio 0.5 in FOCUS-L/G adapters) and the pixel decoder (ratio 1), spec §3.3-3.4."""
+backbone (ratio 0.5 in FOCUS-L/G adapters) and the pixel decoder (ratio 1), docs/focus.md#msda-module."""
 import math
 
 import torch
@@ -12,7 +12,7 @@ __all__ = ["MSDeformAttn"]
 
 
 class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention (spec §3.3).
+    """Multi-scale deformable attention (docs/focus.md#msda-module).
 
     Each query attends to `n_points` sampled positions per head and level around its reference point; offsets
     (in pixels of each level) and weights (softmax jointly over levels and points) are predicted from the query.
@@ -23,7 +23,7 @@ class MSDeformAttn(nn.Module):
         n_heads: number of heads M.
         n_points: sampling points P per head and level.
         ratio: value/output projection width is `int(d_model * ratio)` (the edge-enhancer copy of the official
-            op; 1.0 is the stock Mask2Former pixel-decoder module, spec §3.4).
+            op; 1.0 is the stock Mask2Former pixel-decoder module, docs/focus.md#msda-module).
     """
 
     def __init__(self, d_model=256, n_levels=4, n_heads=8, n_points=4, ratio=1.0):
@@ -104,6 +104,6 @@ class MSDeformAttn(nn.Module):
             raise ValueError(
                 f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}"
             )
-        # ms_deform_attn casts locations/weights to value's accumulation dtype under autocast (spec §3.3 AMP note)
+        # ms_deform_attn casts locations/weights to value's accumulation dtype under autocast (docs/focus.md#msda-amp)
         output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
         return self.output_proj(output)

@@ -1,4 +1,4 @@
-"""ViT-Adapter interaction modules of the FOCUS backbone (spec §2.4): injector, extractor, ConvFFN, and the
+"""ViT-Adapter interaction modules of the FOCUS backbone (docs/focus.md#adapter): injector, extractor, ConvFFN, and the
 reference points / spatial shapes of their deformable attentions.
 
 Tokens of the spatial prior `c` are the concatenation of three maps at strides 8, 16, 32 of the padded input
@@ -32,7 +32,7 @@ def _level_start_index(spatial_shapes):
 
 
 def deform_inputs(h, w, patch_size, device):
-    """Deformable-attention inputs for a padded input of size (h, w) (spec §2.4).
+    """Deformable-attention inputs for a padded input of size (h, w) (docs/focus.md#adapter).
 
     Returns `(inj, ext)`, each `[reference_points, spatial_shapes (L, 2) int64, level_start_index (L,)]`:
     injector queries are the ViT token-grid centres `(1, Ht*Wt, 1, 2)` over the 3 prior levels (strides 8, 16, 32);
@@ -51,7 +51,7 @@ class DWConv(nn.Module):
     """Depthwise 3x3 conv on the three prior maps of a `c` sequence; (B, 21n, C), Hc, Wc -> (B, 21n, C).
 
     The sequence is split at `16n` and `20n` (n = N // 21) into maps (2Hc, 2Wc), (Hc, Wc), (Hc/2, Wc/2); the same
-    conv (zero padding per map) is applied to each and the results are concatenated back (spec §2.4).
+    conv (zero padding per map) is applied to each and the results are concatenated back (docs/focus.md#adapter).
     """
 
     def __init__(self, dim):
@@ -155,8 +155,8 @@ class Extractor(nn.Module):
 
 
 class InteractionBlockWithCls(nn.Module):
-    """One adapter interaction (spec §2.4): injector, ViT blocks `s..e` (cls token re-attached), extractor, and
-    for the last interaction two `extra_extractors`.
+    """One adapter interaction (docs/focus.md#adapter): injector, ViT blocks `s..e` (cls token re-attached), extractor,
+    and for the last interaction two `extra_extractors`.
 
     forward(x (B, Ht*Wt, D), c (B, N_c, D), cls (B, 1, D) or None, blocks, deform inputs, Hc, Wc) -> x, c, cls.
     """

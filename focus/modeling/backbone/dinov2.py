@@ -1,6 +1,7 @@
-"""`D2DINOV2`: the FOCUS backbone, a DINOv2 ViT with an edge-prior ResNet fused ViT-Adapter style (spec §2).
+"""`D2DINOV2`: the FOCUS backbone, a DINOv2 ViT with an edge-prior ResNet fused ViT-Adapter style
+(docs/focus.md#backbone).
 
-State-dict keys are the official ones (spec Appendix A): `pos_embed`, `cls_token`, `level_embed`,
+State-dict keys are the official ones (docs/focus.md#state-dict): `pos_embed`, `cls_token`, `level_embed`,
 `patch_embed.proj.*`, `blocks.{i}.*`, `edge.*`, `interactions.{k}.*`, `up.*`, `norm{1..4}.*`.
 """
 import contextlib
@@ -21,8 +22,8 @@ from .vit import Block, PatchEmbed, resize_pos_embed
 
 __all__ = ["D2DINOV2"]
 
-# The official patch embedding is built for 518x518 inputs whatever PRETRAIN_IMG_SIZE says (spec §2.1), so
-# `pos_embed` always holds 1 + (518 // patch)^2 positions (1370 for patch 14).
+# The official patch embedding is built for 518x518 inputs whatever PRETRAIN_IMG_SIZE says
+# (docs/focus.md#backbone-config), so `pos_embed` always holds 1 + (518 // patch)^2 positions (1370 for patch 14).
 _POS_EMBED_IMG_SIZE = 518
 
 
@@ -44,12 +45,14 @@ def _frozen_bn_stats(module):
 
 @BACKBONE_REGISTRY.register()
 class D2DINOV2(Backbone):
-    """DINOv2 ViT + Canny edge prior (ResNet-50) + ViT-Adapter interactions -> pyramid `res2..res5` (spec §2).
+    """DINOv2 ViT + Canny edge prior (ResNet-50) + ViT-Adapter interactions -> pyramid `res2..res5`
+    (docs/focus.md#backbone).
 
     forward(x (B, 3, H, W), the mean/std-normalised image zero-padded to a multiple of 32) returns a dict
     `{res2: (B, D, H/4, W/4), res3: (B, D, H/8, W/8), res4: (B, D, H/16, W/16), res5: (B, D, H/32, W/32)}`
     restricted to `out_features`. Unlike the official tuple `(features, pca_mask)` this is a standard detectron2
-    backbone output (spec §13 item 18); the training-only PCA mask of §2.6 has no effect and is dropped.
+    backbone output (docs/focus.md#q18); the training-only PCA mask of docs/focus.md#pca-mask has no effect and is
+    dropped.
     """
 
     @configurable
@@ -90,7 +93,8 @@ class D2DINOV2(Backbone):
                 `rate` in every extractor's ConvFFN branch.
             pretrain_img_size: image size of the stored pos-embed grid (`pretrain_img_size // patch_size` per side).
             deform_num_heads, n_points, deform_ratio, init_values, with_cffn, cffn_ratio, interaction_indexes,
-                use_extra_extractor, add_vit_feature, use_cls: the adapter (spec §2.4-2.5).
+                use_extra_extractor, add_vit_feature, use_cls: the adapter (docs/focus.md#adapter,
+                docs/focus.md#pyramid).
             with_cp: gradient checkpointing of ViT blocks, injectors and extractors when the input requires grad,
                 and (focus-only, same values, gradients and BatchNorm statistics) of the edge prior's ResNet.
             freeze_vit: `requires_grad=False` on the ViT parameters (pos/cls embeddings, patch embed, blocks).
@@ -121,7 +125,8 @@ class D2DINOV2(Backbone):
         self.pixel_mean = tuple(float(v) for v in pixel_mean)
         self.pixel_std = tuple(float(v) for v in pixel_std)
 
-        # ViT (spec §2.2): zero-initialised embeddings (spec §2.7), overwritten by DINOv2 weights
+        # ViT (docs/focus.md#vit): zero-initialised embeddings (docs/focus.md#backbone-init), overwritten by DINOv2
+        # weights
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if use_cls else None
         self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
@@ -134,7 +139,7 @@ class D2DINOV2(Backbone):
                 if p is not None:
                     p.requires_grad_(False)
 
-        # adapter (spec §2.3-2.5)
+        # adapter (docs/focus.md#edge-prior, docs/focus.md#adapter, docs/focus.md#pyramid)
         self.level_embed = nn.Parameter(torch.empty(3, embed_dim).normal_())
         self.edge = EdgePriorModule(embed_dim, edge_depths, edge_width)
         self.with_cp = with_cp
@@ -156,7 +161,7 @@ class D2DINOV2(Backbone):
             ]
         )
         self.up = nn.ConvTranspose2d(embed_dim, embed_dim, 2, 2)
-        # SyncBatchNorm in the official code (spec §13 item 21); BatchNorm2d has the same keys and eval numerics
+        # SyncBatchNorm in the official code (docs/focus.md#q21); BatchNorm2d has the same keys and eval numerics
         self.norm1 = nn.BatchNorm2d(embed_dim)
         self.norm2 = nn.BatchNorm2d(embed_dim)
         self.norm3 = nn.BatchNorm2d(embed_dim)
@@ -226,7 +231,7 @@ class D2DINOV2(Backbone):
         hc, wc = h // 16, w // 16
         deform1, deform2 = deform_inputs(h, w, self.patch_size, x.device)
 
-        # edge prior (spec §2.3) and level embeddings (spec §2.4)
+        # edge prior (docs/focus.md#edge-prior) and level embeddings (docs/focus.md#adapter)
         # the overlay's uint8 conversion needs the fp32 input (bf16 would shift the clipped levels); the network
         # then runs in the parameters' dtype (reduced-precision inference casts the weights, not the input)
         dtype = self.pos_embed.dtype
@@ -236,7 +241,7 @@ class D2DINOV2(Backbone):
         # through the ViT blocks
         edge = functools.partial(self.edge, project_c1=False)
         if self.with_cp and self.training and torch.is_grad_enabled():
-            # ~0.3 GB of ResNet activations at 512 px recomputed in the backward; the recomputation must not
+            # the ResNet's activations are recomputed in the backward; the recomputation must not
             # update the BatchNorm running statistics a second time
             c1, c2, c3, c4 = checkpoint(edge, edge_in, use_reentrant=False,
                                         context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self.edge)))
@@ -252,10 +257,11 @@ class D2DINOV2(Backbone):
         outs = []
         for layer, (s, e) in zip(self.interactions, self.interaction_indexes):
             x, c, cls = layer(x, c, cls, self.blocks[s : e + 1], deform1, deform2, hc, wc)
-            # NCHW copy (5 MB): bilinear upsampling of the channels-last token view is ~12x slower on CPU
+            # NCHW copy: bilinear upsampling of the channels-last token view is much slower on CPU
+            # (docs/speed_memory.md#kernels)
             outs.append(x.transpose(1, 2).contiguous().view(b, self.embed_dim, ht, wt))
 
-        # output pyramid (spec §2.5)
+        # output pyramid (docs/focus.md#pyramid)
         d = self.embed_dim
         # NCHW like `outs`, so the sums and norms below never mix memory formats
         c2 = c[:, :n2].transpose(1, 2).contiguous().view(b, d, 2 * hc, 2 * wc)

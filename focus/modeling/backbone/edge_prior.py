@@ -1,4 +1,5 @@
-"""Edge prior of the FOCUS backbone: the Canny edge overlay and the ResNet-50 `EdgePriorModule` (spec §2.3, §3.1).
+"""Edge prior of the FOCUS backbone: the Canny edge overlay and the ResNet-50 `EdgePriorModule`
+(docs/focus.md#edge-prior).
 
 The overlay is computed with OpenCV on CPU numpy arrays (no gradient); OpenCV's GaussianBlur/Canny/addWeighted
 are needed to reproduce the released checkpoints bit-exactly.
@@ -22,9 +23,9 @@ def _overlay_u8(img):
 def edge_overlay(x, pixel_mean=None, pixel_std=None, from_rgb=False):
     """Input image of the edge prior: a Canny edge overlay in [0, 1]; (B, 3, H, W) -> (B, 3, H, W), dtype of `x`.
 
-    Default (official, checkpoint-faithful; spec §2.3, §13 item 4): `x` is the *normalised, zero-padded* tensor;
-    it is turned into uint8 by `floor(clamp(x * 255 + 0.5, 0, 255))` (a contrast-stretched, clipped image),
-    converted RGB->BGR (never swapped back), blurred (5x5, sigma 1.4), overlaid with its per-channel Canny edges
+    Default (official, checkpoint-faithful; docs/focus.md#edge-prior, docs/focus.md#q4): `x` is the *normalised,
+    zero-padded* tensor; it is turned into uint8 by `floor(clamp(x * 255 + 0.5, 0, 255))` (a contrast-stretched, clipped
+    image), converted RGB->BGR (never swapped back), blurred (5x5, sigma 1.4), overlaid with its per-channel Canny edges
     (100, 200) by `addWeighted(blur, 0.7, edges, 0.3, 0)` and divided by 255.
 
     `from_rgb=True` (focus-only, `MODEL.DINOV2.EDGE_FROM_RGB`, *not* checkpoint-equivalent): the same overlay
@@ -37,7 +38,7 @@ def edge_overlay(x, pixel_mean=None, pixel_std=None, from_rgb=False):
         img = (x.detach().float().cpu() * std + mean).round_().clamp_(0, 255).to(torch.uint8)
     else:
         img = x.detach().float().cpu().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-        img = img.flip(1)  # cv2.cvtColor(RGB2BGR), spec §2.3 step 2: the BGR order is kept downstream
+        img = img.flip(1)  # cv2.cvtColor(RGB2BGR), docs/focus.md#edge-prior step 2: the BGR order is kept downstream
     img = img.permute(0, 2, 3, 1).numpy()
     out = np.stack([_overlay_u8(np.ascontiguousarray(im)) for im in img])
     # uint8 / 255.0 in float64 then cast, as the official code does
@@ -69,7 +70,8 @@ class Bottleneck(nn.Module):
 
 
 class EdgePriorModule(nn.Module):
-    """ResNet trunk (torchvision layout, ResNet-50 by default) + 1x1 projections to the ViT width (spec §2.3).
+    """ResNet trunk (torchvision layout, ResNet-50 by default) + 1x1 projections to the ViT width
+    (docs/focus.md#edge-prior).
 
     forward((B, 3, H, W) edge overlay) -> `c1` (B, D, H/4, W/4) map and `c2, c3, c4` token sequences
     (B, H/8*W/8, D), (B, H/16*W/16, D), (B, H/32*W/32, D). `depths`/`width` other than [3, 4, 6, 3] / 64 give a

@@ -1,7 +1,7 @@
-"""DINOv2 ViT building blocks of the FOCUS backbone (spec §2.2).
+"""DINOv2 ViT building blocks of the FOCUS backbone (docs/focus.md#vit).
 
 Parameter names follow the official FOCUS model (`patch_embed.proj`, `blocks.{i}.{norm1,attn,norm2,mlp,gamma1,
-gamma2}`), which are DINOv2's names with `ls{1,2}.gamma` renamed to `gamma{1,2}` (spec §11).
+gamma2}`), which are DINOv2's names with `ls{1,2}.gamma` renamed to `gamma{1,2}` (docs/focus.md#weights).
 """
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ class Attention(nn.Module):
     """Multi-head self-attention with a fused `qkv` projection; (B, N, D) -> (B, N, D).
 
     The official model calls xformers' `memory_efficient_attention`; `F.scaled_dot_product_attention` computes
-    the same function (softmax scale 1/sqrt(D/heads), no dropout) without the xformers dependency (spec §13 item 19).
+    the same function (softmax scale 1/sqrt(D/heads), no dropout) without the xformers dependency (docs/focus.md#q19).
     """
 
     def __init__(self, dim, num_heads, qkv_bias=True):
@@ -118,7 +118,7 @@ def resize_pos_embed(pos_embed, grid, h, w):
     """Resize patch position embeddings `(1, grid*grid, D)` to `(1, h*w, D)`.
 
     Size-based bicubic interpolation (align_corners=False, no antialias), always applied even when the size is
-    unchanged: the official `_get_pos_embed`, not DINOv2's scale-factor variant with a 0.1 offset (spec §2.2).
+    unchanged: the official `_get_pos_embed`, not DINOv2's scale-factor variant with a 0.1 offset (docs/focus.md#vit).
     """
     d = pos_embed.shape[-1]
     pos = pos_embed.reshape(1, grid, grid, d).permute(0, 3, 1, 2)

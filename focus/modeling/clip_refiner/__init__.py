@@ -1,4 +1,4 @@
-"""CLIP refiner of FOCUS (training-only contrastive distillation, spec §6) and its projection heads."""
+"""CLIP refiner of FOCUS (training-only contrastive distillation, docs/focus.md#clip) and its projection heads."""
 
 from .clip_model import (
     add_mask_prompt,

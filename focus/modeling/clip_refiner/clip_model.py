@@ -1,4 +1,4 @@
-"""The frozen CLIP tower of the FOCUS CLIP refiner, built offline with open_clip (spec §6.1).
+"""The frozen CLIP tower of the FOCUS CLIP refiner, built offline with open_clip (docs/focus.md#clip-model).
 
 The official code loads OpenAI's CLIP as modified by OVSeg: a `visual.mask_embedding` `(depth, grid², width)`
 and a mask-prompted visual forward. Here the same network is an open_clip `CLIP` of the OpenAI
@@ -7,7 +7,7 @@ architecture (QuickGELU) whose state-dict keys are OpenAI's; the mask embedding 
 local OpenAI / open_clip state dict is given; nothing is ever downloaded.
 
 open_clip (which imports timm) is imported by the functions that build a CLIP model, not at module import: it
-costs about 60 MB of RSS and a second of start-up that inference, which never reads CLIP, should not pay.
+costs memory and start-up time that inference, which never reads CLIP, should not pay (docs/speed_memory.md#memory).
 """
 
 import logging
@@ -58,7 +58,7 @@ def build_clip_model(name="ViT-B/16", mask_prompt_depth=3, weights=""):
         mask_prompt_depth: number of mask-prompt embeddings (input + the first `depth − 1` blocks).
         weights: "" for random weights, else a local OpenAI or open_clip state dict (or OpenAI JIT archive).
     Returns:
-        open_clip `CLIP` with `visual.mask_embedding` `(depth, grid², width)` ~ N(0, 0.02) (spec §6.1:
+        open_clip `CLIP` with `visual.mask_embedding` `(depth, grid², width)` ~ N(0, 0.02) (docs/focus.md#clip-model:
         FOCUS's MAE-style init; pretrained checkpoints have no such key) and `visual.mask_pool`.
     """
     import open_clip
@@ -120,7 +120,7 @@ def load_clip_weights(model, path):
 
 
 def encode_image_with_mask_prompt(visual, images, masks=None):
-    """Mask-prompted CLIP image encoder (OVSeg, spec §6.1).
+    """Mask-prompted CLIP image encoder (OVSeg, docs/focus.md#clip-model).
 
     Patches whose mask prompt is 0 have their tokens replaced by `mask_embedding[0]` before the class
     token / positional embedding, and by `mask_embedding[d]` after block `d` for `d < depth`. The mask
@@ -156,8 +156,8 @@ def residual_block_seq_first(block, x):
 
     The same function as `block(x.transpose(0, 1)).transpose(0, 1)`. open_clip's attention is batch-first, and
     `nn.MultiheadAttention` then transposes its input internally; when that input requires grad, the
-    non-contiguous in-projection becomes a batched matmul that copies the weight once per token (about 70 s
-    per FOCUS-L training step on a CPU, 10 CLIP passes). In sequence-first layout every projection is one GEMM.
+    non-contiguous in-projection becomes a batched matmul that copies the weight once per token (most of a CPU
+    training step; docs/speed_memory.md#training). In sequence-first layout every projection is one GEMM.
     """
     attn = block.attn
     y = block.ln_1(x)

@@ -1,4 +1,5 @@
-"""`ProjectionHead`: the decoder's `image_embed` / `text_embed` heads on CLIP features (spec §6.4)."""
+"""`ProjectionHead`: the decoder's `image_embed` / `text_embed` heads on CLIP features
+(docs/focus.md#projection-head)."""
 
 from torch import nn
 
@@ -6,11 +7,11 @@ __all__ = ["ProjectionHead"]
 
 
 class ProjectionHead(nn.Module):
-    """Residual MLP projection with batch norm over the query axis (spec §6.4).
+    """Residual MLP projection with batch norm over the query axis (docs/focus.md#projection-head).
 
     `p = projection(x)`; `out = layer_norm(dropout(bn1(fc(gelu(p)))) + p)`. `bn1` is a `BatchNorm1d` whose
     channels are the queries (statistics over batch × features); the official head hard-codes 2 queries
-    (spec §13 item 26), here `num_queries` (default 2, state-dict compatible).
+    (docs/focus.md#q26), here `num_queries` (default 2, state-dict compatible).
 
     Input `(B, Q, embedding_dim)` → output `(B, Q, projection_dim)`.
     """

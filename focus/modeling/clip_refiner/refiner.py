@@ -1,7 +1,7 @@
-"""`FOCUSCLIPRefiner`: CLIP region and text features for the contrastive distillation loss (spec §6).
+"""`FOCUSCLIPRefiner`: CLIP region and text features for the contrastive distillation loss (docs/focus.md#clip).
 
-Used in training only (spec §6.6): the transformer decoder calls `region_features` after every prediction
-head and projects the result with its `image_embed` / `text_embed` heads; the criterion's `loss_clip`
+Used in training only (docs/focus.md#clip-training-only): the transformer decoder calls `region_features` after every
+prediction head and projects the result with its `image_embed` / `text_embed` heads; the criterion's `loss_clip`
 compares them. Nothing at inference reads CLIP.
 """
 
@@ -61,7 +61,7 @@ class FOCUSCLIPRefiner(nn.Module):
             weights: "" (random CLIP) or a local CLIP state-dict file.
             mask_prompt_fwd: pass the region masks to the visual tower as mask prompts.
             fix_region_inputs: False = official region inputs (double sigmoid, so the mask prompt is inert;
-                CLIP statistics applied to the ImageNet-normalised tensor; spec §13 item 7). True = single
+                CLIP statistics applied to the ImageNet-normalised tensor; docs/focus.md#q7). True = single
                 sigmoid for the region weights, mask prompt = (weight > `mask_thr`) so that patches outside
                 the region get the mask embedding, CLIP statistics applied to the un-normalised RGB image.
             mask_thr: binarisation threshold of the mask prompt when `fix_region_inputs`.
@@ -121,10 +121,10 @@ class FOCUSCLIPRefiner(nn.Module):
         """Store the frozen CLIP matrices in `dtype` (bf16/fp16) for training under `torch.autocast(dtype)`.
 
         Autocast rounds the weights of linear layers, convolutions and matmuls to `dtype` on every use, so keeping
-        them in `dtype` gives bit-identical results and saves their fp32 copies (0.3 GB for ViT-B/16) in every
-        training step. Only parameters that autocast consumes in `dtype` are converted: `nn.Linear`/`nn.Conv2d`
-        weights and biases, attention in-projections, `visual.proj`, `text_projection`; LayerNorms, embeddings
-        and the trainable `visual.mask_embedding` stay fp32. The text features of `self.prompts` are computed
+        them in `dtype` gives bit-identical results and saves their fp32 copies in every training step. Only
+        parameters that autocast consumes in `dtype` are converted: `nn.Linear`/`nn.Conv2d` weights and biases,
+        attention in-projections, `visual.proj`, `text_projection`; LayerNorms, embeddings and the trainable
+        `visual.mask_embedding` stay fp32. The text features of `self.prompts` are computed
         first (in fp32, as always) and cached. `state_dict()` still returns fp32 tensors for these keys.
         """
         self.get_text_features(self.prompts)
@@ -164,7 +164,7 @@ class FOCUSCLIPRefiner(nn.Module):
         masks = region_masks if self.mask_prompt_fwd else None
         if torch.is_grad_enabled() and regions.requires_grad:
             # the tower is frozen but gradients flow through it to the masks: recompute its activations in the
-            # backward instead of keeping them for all 10 predictions (~3 GB of a FOCUS-L training step)
+            # backward instead of keeping them for all 10 predictions (docs/speed_memory.md#training)
             features = checkpoint(encode_image_with_mask_prompt, self.clip_model.visual, regions, masks,
                                   use_reentrant=False)
         else:
@@ -172,7 +172,8 @@ class FOCUSCLIPRefiner(nn.Module):
         return F.normalize(features, dim=-1)
 
     def region_features(self, images, pred_masks, pred_logits):
-        """Per-query CLIP image features and the text features of the predicted classes (spec §6.3 steps 1-3).
+        """Per-query CLIP image features and the text features of the predicted classes (docs/focus.md#clip-regions
+        steps 1-3).
 
         Args:
             images: `(B, 3, H, W)` ImageNet-normalised, padded input tensor (as fed to the backbone).
@@ -182,7 +183,7 @@ class FOCUSCLIPRefiner(nn.Module):
             `image_features (B, Q, E)` L2-normalised, region `q` = query `q` (query order, independent of
             the labels); `text_features (B, Q, E)`, row `q` = prompt of `argmax(pred_logits[b, q])` (the
             appended no-object embedding row is dropped, as in the official decoder).
-        All B·Q regions go through CLIP in one batch (spec §13 item 26: the official code loops per image).
+        All B·Q regions go through CLIP in one batch (docs/focus.md#q26: the official code loops per image).
         """
         b, q = pred_masks.shape[:2]
         size = self.input_size
@@ -194,7 +195,7 @@ class FOCUSCLIPRefiner(nn.Module):
             imgs = imgs * std + mean
             prompt_masks = (weights > self.mask_thr).to(weights.dtype)
         else:
-            # spec §13 item 7: a second sigmoid on (0, 1) values gives weights in [0.5, 1), so every patch of
+            # docs/focus.md#q7: a second sigmoid on (0, 1) values gives weights in [0.5, 1), so every patch of
             # the mask prompt pools to 1 and the mask embedding never enters the computation.
             weights = torch.sigmoid(100 * weights)
             prompt_masks = weights

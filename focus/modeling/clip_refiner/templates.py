@@ -1,4 +1,4 @@
-"""Prompt templates of the CLIP text side (spec §6.2, `MODEL.CLIP_REFINER.TEXT_TEMPLATES`)."""
+"""Prompt templates of the CLIP text side (docs/focus.md#clip-text, `MODEL.CLIP_REFINER.TEXT_TEMPLATES`)."""
 
 __all__ = ["VILD_TEMPLATES", "get_templates"]
 

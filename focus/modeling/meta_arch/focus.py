@@ -1,4 +1,4 @@
-"""The FOCUS meta-architecture (spec §1): backbone -> FOCUSHead -> post-processing / losses."""
+"""The FOCUS meta-architecture (docs/focus.md#overview): backbone -> FOCUSHead -> post-processing / losses."""
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
@@ -17,7 +17,7 @@ LOSS_NAMES = ("masks", "labels", "clip", "boxes")
 
 
 def build_weight_dict(mask_former_cfg):
-    """Loss weights from `MODEL.MASK_FORMER` (spec §7.3): the six active terms, plus `_{i}` copies for the
+    """Loss weights from `MODEL.MASK_FORMER` (docs/focus.md#losses): the six active terms, plus `_{i}` copies for the
     `DEC_LAYERS - 1` auxiliary predictions when `DEEP_SUPERVISION`. Losses whose key is absent are dropped."""
     mf = mask_former_cfg
     weight_dict = {
@@ -40,7 +40,7 @@ def semantic_inference(mask_cls, mask_pred):
     """`sem_seg[c] = sum_q softmax(mask_cls)[q, c] * sigmoid(mask_pred[q])` without the no-object column.
 
     `mask_cls` `(Q, K+1)` logits, `mask_pred` `(Q, H, W)` logits -> `(K, H, W)`; channel 0 = foreground
-    (spec §1.2 step 9). The channels are not normalised against each other.
+    (docs/focus.md#inference step 9). The channels are not normalised against each other.
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
     return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
@@ -52,13 +52,14 @@ def foreground_probability(sem_seg):
     Consistent with the merge rule (`merge_masks`) when one query is foreground and the other background: with
     confident classes (`p[q_fg, 0] ~ p[q_bg, 1] ~ 1`) it reduces to `s_fg / (s_fg + s_bg)`, which is > 0.5 exactly
     where the rule's two-entry branch outputs `s_fg > s_bg`. It is the soft saliency map for the standard
-    SOD/COD metrics (the official evaluation uses the binary mask, spec §13 item 2).
+    SOD/COD metrics (the official evaluation uses the binary mask, docs/focus.md#q2).
     """
     return sem_seg[0] / (sem_seg[0] + sem_seg[1]).clamp_min(1e-6)
 
 
 def merge_masks(mask_cls, mask_pred, topk=4):
-    """The official binary mask (`FOCUS.instance_inference` + `_merge_mask`, spec §1.2 step 10, §13 item 3).
+    """The official binary mask (`FOCUS.instance_inference` + `_merge_mask`, docs/focus.md#inference step 10,
+    docs/focus.md#q3).
 
     Args:
         mask_cls: `(Q, K+1)` class logits (K = 2: 0 = foreground, 1 = background, K = no-object).
@@ -108,7 +109,8 @@ def merge_masks(mask_cls, mask_pred, topk=4):
 
 @META_ARCH_REGISTRY.register()
 class FOCUS(nn.Module):
-    """FOCUS foreground segmentation model (detectron2 meta-architecture, spec §1.2-1.3).
+    """FOCUS foreground segmentation model (detectron2 meta-architecture, docs/focus.md#inference,
+    docs/focus.md#training).
 
     Input: a list of dicts with `image` (`(3, h, w)` RGB, 0..255, already resized), optional `height`, `width`
     (output size, default `(h, w)`) and, in training, `instances` (`gt_masks (K, h, w)` bool, `gt_boxes` XYXY
@@ -122,7 +124,8 @@ class FOCUS(nn.Module):
     `pixel_mean` / `pixel_std` are non-persistent buffers (not in the state dict).
     """
 
-    # the pixel decoder runs with autocast disabled (spec §4): its weights stay fp32 in reduced-precision inference
+    # the pixel decoder runs with autocast disabled (docs/focus.md#pixel-decoder): its weights stay fp32 in
+    # reduced-precision inference
     autocast_fp32_modules = ("sem_seg_head.pixel_decoder",)
 
     @configurable
@@ -143,14 +146,14 @@ class FOCUS(nn.Module):
         """
         Args:
             backbone: returns `{"res2".."res5"}` for a `(B, 3, H, W)` tensor; `size_divisibility` is used for padding
-                (spec §1.2 step 3: `MODEL.MASK_FORMER.SIZE_DIVISIBILITY` is ignored).
+                (docs/focus.md#inference step 3: `MODEL.MASK_FORMER.SIZE_DIVISIBILITY` is ignored).
             sem_seg_head: `FOCUSHead`.
             criterion: `SetCriterion` (owns the loss weights in `weight_dict`).
             pixel_mean, pixel_std: per-channel normalisation (0..255 scale).
             size_divisibility: pad to a multiple of this (<= 0: use the backbone's).
             semantic_on, instance_on: which outputs to produce.
             sem_seg_postprocess_before_inference: crop and resize mask logits before inference (forced by
-                `instance_on`, spec §1.2 step 8).
+                `instance_on`, docs/focus.md#inference step 8).
             test_topk_per_image: entries of the merge rule (4 = all).
         """
         super().__init__()
@@ -195,7 +198,7 @@ class FOCUS(nn.Module):
             "criterion": criterion,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            # spec §1.2 step 3: the backbone's size_divisibility (32), not MASK_FORMER.SIZE_DIVISIBILITY
+            # docs/focus.md#inference step 3: the backbone's size_divisibility (32), not MASK_FORMER.SIZE_DIVISIBILITY
             "size_divisibility": backbone.size_divisibility,
             "semantic_on": mf.TEST.SEMANTIC_ON,
             "instance_on": mf.TEST.INSTANCE_ON,
@@ -208,8 +211,8 @@ class FOCUS(nn.Module):
     @staticmethod
     def merge_tta_outputs(outputs, height, width):
         """Test-time augmentation merge (`focus.engine.tta`): the official TTA averages `sem_seg` over the copies
-        (spec §10); `foreground` follows from the average and `mask = foreground > 0.5`, since the per-query merge
-        rule has no meaning for an average over queries of different runs."""
+        (docs/focus.md#tta); `foreground` follows from the average and `mask = foreground > 0.5`, since the per-query
+        merge rule has no meaning for an average over queries of different runs."""
         sem_seg = torch.stack([o["sem_seg"] for o in outputs]).mean(0)
         foreground = foreground_probability(sem_seg)
         mask = (foreground > 0.5).to(torch.int32)
@@ -252,7 +255,7 @@ class FOCUS(nn.Module):
 
     def prepare_targets(self, targets, images):
         """Per image `{"labels", "masks" (K, H_pad, W_pad) zero-padded, "boxes" (K, 4) normalised cxcywh}`
-        from detectron2 `Instances` (spec §7.1)."""
+        from detectron2 `Instances` (docs/focus.md#targets)."""
         h_pad, w_pad = images.tensor.shape[-2:]
         scale = torch.as_tensor([w_pad, h_pad, w_pad, h_pad], dtype=torch.float, device=self.device)
         new_targets = []
@@ -278,7 +281,7 @@ class FOCUS(nn.Module):
 
     def _postprocess(self, outputs, batched_inputs, images):
         mask_cls_results = outputs["pred_logits"].float()
-        # spec §1.2 step 7: first resize to the padded input size
+        # docs/focus.md#inference step 7: first resize to the padded input size
         mask_pred_results = F.interpolate(
             outputs["pred_masks"].float(), size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -292,7 +295,7 @@ class FOCUS(nn.Module):
             width = input_per_image.get("width", image_size[1])
             result = {}
             if self.sem_seg_postprocess_before_inference:
-                # spec §1.2 step 8: crop the padding, then a second bilinear resize to (height, width)
+                # docs/focus.md#inference step 8: crop the padding, then a second bilinear resize to (height, width)
                 mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
             if self.semantic_on:
                 sem_seg = semantic_inference(mask_cls, mask_pred)

@@ -1,4 +1,4 @@
-"""`FOCUSHead`: the segmentation head = pixel decoder + FOCUS transformer decoder (spec §1.1)."""
+"""`FOCUSHead`: the segmentation head = pixel decoder + FOCUS transformer decoder (docs/focus.md#components)."""
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
@@ -17,7 +17,7 @@ class FOCUSHead(nn.Module):
     (normalised, padded `(B, 3, H, W)`) are needed only for the training-time CLIP features.
 
     Unlike the official head there is no legacy `_load_from_state_dict` key-renaming hook: loading never depends on
-    state-dict version metadata (spec §11).
+    state-dict version metadata (docs/focus.md#weights).
     """
 
     @configurable
@@ -38,7 +38,7 @@ class FOCUSHead(nn.Module):
             num_classes: number of (non-void) classes, 2 in FOCUS.
             pixel_decoder: the pixel decoder module (returns mask features and multi-scale features).
             transformer_predictor: the transformer decoder module.
-            loss_weight, ignore_value: stored for compatibility (unused, spec Appendix B).
+            loss_weight, ignore_value: stored for compatibility (unused, docs/focus.md#config-keys).
             transformer_in_feature: must be "multi_scale_pixel_decoder" (the FOCUS decoder is multi-scale).
         """
         super().__init__()

@@ -1,4 +1,5 @@
-"""Mask2Former's multi-scale deformable-attention pixel decoder, as used unchanged by FOCUS (spec §4)."""
+"""Mask2Former's multi-scale deformable-attention pixel decoder, as used unchanged by FOCUS
+(docs/focus.md#pixel-decoder)."""
 import copy
 import math
 
@@ -52,7 +53,7 @@ class MSDeformAttnTransformerEncoder(nn.Module):
     """A stack of `num_layers` copies of `encoder_layer` (attribute `layers`).
 
     With `with_cp`, each layer's activations are recomputed in the backward instead of stored (the RNG state is
-    replayed, so values and gradients are those of the plain forward); about 60 MB per layer at 512x512.
+    replayed, so values and gradients are those of the plain forward); docs/speed_memory.md#training.
     """
 
     def __init__(self, encoder_layer, num_layers, with_cp=False):
@@ -64,8 +65,8 @@ class MSDeformAttnTransformerEncoder(nn.Module):
     def get_reference_points(spatial_shapes, batch_size, device):
         """Normalised pixel centres of every token, replicated over levels: `(B, S, L, 2)` as `(x, y)`.
 
-        All positions are valid (no padding mask, valid ratios 1, spec §4 step 3), so a token's reference
-        point on every level is its own centre `((j + 0.5) / W_l, (i + 0.5) / H_l)`.
+        All positions are valid (no padding mask, valid ratios 1, docs/focus.md#pixel-decoder step 3), so a token's
+        reference point on every level is its own centre `((j + 0.5) / W_l, (i + 0.5) / H_l)`.
         """
         ref = grid_centers(spatial_shapes, device)
         return ref[None, :, None, :].expand(batch_size, -1, len(spatial_shapes), -1)
@@ -112,7 +113,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         self._reset_parameters()
 
     def _reset_parameters(self):
-        # spec §4 step 3: Xavier on every matrix, then MSDeformAttn's own init, then level_embed N(0, 1)
+        # docs/focus.md#pixel-decoder step 3: Xavier on every matrix, then MSDeformAttn's own init, then level_embed
+        # N(0, 1)
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
@@ -141,14 +143,14 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
 
 @PIXEL_DECODER_REGISTRY.register()
 class MSDeformAttnPixelDecoder(nn.Module):
-    """Mask2Former pixel decoder: deformable encoder on res3-res5, one FPN step to res2 (spec §4).
+    """Mask2Former pixel decoder: deformable encoder on res3-res5, one FPN step to res2 (docs/focus.md#pixel-decoder).
 
     Input: backbone features `{"res2": (B, D, H/4, W/4), ..., "res5": (B, D, H/32, W/32)}`.
     Output of `forward` (= `forward_features`):
     `mask_features (B, mask_dim, H/4, W/4)`, `out[0]` (the coarsest encoder map, unused by FOCUS) and
     `multi_scale_features` = 3 maps `(B, conv_dim, ·, ·)` at strides 32, 16, 8.
     Runs in the parameters' dtype (float32 unless the model was cast for reduced-precision inference) with
-    autocast disabled, as the official decoder (spec §4).
+    autocast disabled, as the official decoder (docs/focus.md#pixel-decoder).
     """
 
     @configurable

@@ -1,5 +1,5 @@
 """FOCUS transformer decoder: Mask2Former's masked-attention decoder with 2 "ground" queries, a 3-way
-classifier, a box head and CLIP projection heads (spec §5)."""
+classifier, a box head and CLIP projection heads (docs/focus.md#decoder)."""
 import fvcore.nn.weight_init as weight_init
 import torch
 from detectron2.config import configurable
@@ -106,7 +106,7 @@ class MLP(nn.Module):
 
 @TRANSFORMER_DECODER_REGISTRY.register()
 class MultiScaleMaskedTransformerDecoder(nn.Module):
-    """FOCUS variant of Mask2Former's masked-attention decoder (spec §5).
+    """FOCUS variant of Mask2Former's masked-attention decoder (docs/focus.md#decoder).
 
     Inputs: `x` = 3 multi-scale maps `(B, C, H_l, W_l)` (strides 32, 16, 8), `mask_features`
     `(B, mask_dim, H/4, W/4)`, and (training with CLIP only) the normalised padded `images` `(B, 3, H, W)`.
@@ -118,9 +118,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     a list of the same five entries for the earlier predictions.
 
     Differences from Mask2Former reproduced here: in training the first cross-attention attends everywhere
-    (spec §5.4, §13 item 5: the official PCA mask ends up masking nothing); CLIP region/text features are computed
-    at every prediction only in training and only when `clip_refiner` is built (spec §6.3). The eval path
-    computes no CLIP features and makes no host synchronisation.
+    (docs/focus.md#decoder-vs-mask2former, docs/focus.md#q5: the official PCA mask ends up masking nothing); CLIP
+    region/text features are computed at every prediction only in training and only when `clip_refiner` is built
+    (docs/focus.md#clip-regions). The eval path computes no CLIP features and makes no host synchronisation.
     """
 
     @configurable
@@ -157,7 +157,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             clip_refiner: a `FOCUSCLIPRefiner` (training only) or None.
             clip_embedding_dim: width of the CLIP features fed to `image_embed` / `text_embed`.
             prompts: the task prompts (stored, the refiner owns the text side).
-            clip_ensemble, clip_ensemble_weight: stored, never used (spec §6.6, §13 item 26).
+            clip_ensemble, clip_ensemble_weight: stored, never used (docs/focus.md#clip-training-only,
+            docs/focus.md#q26).
         """
         super().__init__()
         if not mask_classification:
@@ -201,7 +202,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
 
         self.clip_refiner = clip_refiner
-        # always built: part of every official checkpoint, with or without the CLIP tower (spec §1.1, App. A)
+        # always built: part of every official checkpoint, with or without the CLIP tower (docs/focus.md#components,
+        # docs/focus.md#state-dict)
         self.text_embed = ProjectionHead(clip_embedding_dim, clip_embedding_dim, num_queries=num_queries)
         self.image_embed = ProjectionHead(clip_embedding_dim, clip_embedding_dim, num_queries=num_queries)
         self.prompts = list(prompts) + ["None"]
@@ -234,7 +236,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     def _drop_clip_keys_if_not_built(self, state_dict, prefix, *args):
         """Without a CLIP tower, checkpoint keys `<prefix>clip_refiner.*` are dropped silently: CLIP is training-only
-        (spec §6.6) and official checkpoints always carry it."""
+        (docs/focus.md#clip-training-only) and official checkpoints always carry it."""
         if self.clip_refiner is None:
             for key in [k for k in state_dict if k.startswith(prefix + "clip_refiner.")]:
                 del state_dict[key]
@@ -266,7 +268,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pred, attn_mask = self.forward_prediction_heads(output, mask_features, size_list[0], images)
         predictions.append(pred)
         if self.training:
-            # spec §5.4 / §13 item 5: the official PCA-based first mask is sigmoid(x in [0, 1]) < 0.5, i.e. all False
+            # docs/focus.md#decoder-vs-mask2former, docs/focus.md#q5: the official PCA-based first mask is sigmoid(x in
+            # [0, 1]) < 0.5, i.e. all False
             attn_mask = torch.zeros_like(attn_mask)
 
         for i in range(self.num_layers):

@@ -1,4 +1,4 @@
-"""Sine positional encoding of 2-D feature maps (DETR / Mask2Former, spec §5.2)."""
+"""Sine positional encoding of 2-D feature maps (DETR / Mask2Former, docs/focus.md#position-encoding)."""
 import math
 
 import torch
@@ -13,7 +13,7 @@ class PositionEmbeddingSine(nn.Module):
     With `normalize=True` the row/column index `i+1` is scaled to `(i+1) / (H + 1e-6) * scale`. Channel
     `k` of each half uses the frequency `temperature ** (2 * (k // 2) / num_pos_feats)`; channels interleave
     `sin` (even `k`) and `cos` (odd `k`); the output is `cat(pos_y, pos_x)`, i.e. `2 * num_pos_feats`
-    channels, y first (spec §5.2).
+    channels, y first (docs/focus.md#position-encoding).
 
     Args:
         num_pos_feats: channels per axis (half the output width).

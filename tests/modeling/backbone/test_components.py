@@ -1,4 +1,5 @@
-"""Backbone building blocks against straightforward re-derivations of spec §2.2-2.4."""
+"""Backbone building blocks against straightforward re-derivations of docs/focus.md#vit, docs/focus.md#edge-prior,
+docs/focus.md#adapter."""
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from focus.modeling.backbone.vit import Attention, Block, SwiGLUFFN, resize_pos_
 
 
 def _overlay_reference(x):
-    """Spec §2.3 steps 1-6, one image at a time, literally."""
+    """docs/focus.md#edge-prior steps 1-6, one image at a time, literally."""
     outs = []
     for img in x:
         u8 = torch.floor(torch.clamp(img * 255 + 0.5, 0, 255)).to(torch.uint8).permute(1, 2, 0).numpy()
@@ -139,7 +140,7 @@ def test_attention_equals_softmax_attention():
 
 
 def test_swiglu_hidden_width_and_math():
-    assert SwiGLUFFN(1536).w3.in_features == 4096  # spec §2.2 / Appendix A
+    assert SwiGLUFFN(1536).w3.in_features == 4096  # docs/focus.md#vit, docs/focus.md#state-dict
     m = SwiGLUFFN(16)
     x = torch.randn(3, 16)
     h = m.w12(x)

@@ -1,4 +1,4 @@
-"""`D2DINOV2` against the official golden case (golden_dev/README.md) and the official state-dict layout."""
+"""`D2DINOV2` against the official golden case (docs/focus.md#golden) and the official state-dict layout."""
 import json
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from detectron2.modeling import build_backbone
 from focus.config import get_focus_cfg
 
 ROOT = Path(__file__).resolve().parents[3]
-# golden_dev/README.md: overrides of the official large COD config
+# the golden case: overrides of the official large COD config (docs/focus.md#golden)
 GOLDEN_OPTS = [
     "MODEL.DINOV2.EMBED_DIM", "192", "MODEL.DINOV2.NUM_HEADS", "3", "MODEL.DINOV2.DEPTH", "4",
     "MODEL.DINOV2.DEFORM_NUM_HEADS", "3", "MODEL.DINOV2.INTERACTION_INDEXES", "[[0,0],[1,1],[2,2],[3,3]]",
@@ -45,7 +45,8 @@ def golden(shared_reference):
 
 
 def _golden_input(path, cfg):
-    """README: float32 RGB 0..255 (3, h, w); then the meta-arch normalises and zero-pads to /32 (spec §1.2)."""
+    """Golden input: float32 RGB 0..255 (3, h, w); then the meta-arch normalises and zero-pads to /32
+    (docs/focus.md#inference)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     x = torch.from_numpy(img).permute(2, 0, 1).float()
     x = (x - torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)) / torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
@@ -113,7 +114,7 @@ def test_backbone_keys_match_official(size, shared_reference):
         path = shared_reference / "official_configs" / f"cod_dinov2_{size}.yaml"
     ours = _meta_backbone_entries(_cfg(path))
     official = _official_backbone_entries(shared_reference / f"state_dict_focus_dinov2_{size}.json")
-    assert len(official) == {"large": 861, "giant": 1085}[size]  # spec Appendix A
+    assert len(official) == {"large": 861, "giant": 1085}[size]  # docs/focus.md#state-dict
     assert sorted(set(official) - set(ours)) == [] and sorted(set(ours) - set(official)) == []
     assert {k: v for k, v in ours.items() if official[k] != v} == {}
 

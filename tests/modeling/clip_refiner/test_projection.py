@@ -1,4 +1,4 @@
-"""ProjectionHead (spec §6.4): shapes and the forward formula, BatchNorm over the query axis."""
+"""ProjectionHead (docs/focus.md#projection-head): shapes and the forward formula, BatchNorm over the query axis."""
 
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,7 @@
 """FOCUSCLIPRefiner semantics on a tiny open_clip ViT (same code paths as ViT-B/16, fast):
 mask-prompted forward vs open_clip and vs a re-statement of OVSeg's forward, region features vs a per-image
-re-statement of spec §6.3, inert / live mask prompt, text features (ensembling, cache, tokeniser), weights."""
+re-statement of docs/focus.md#clip-regions, inert / live mask prompt, text features (ensembling, cache, tokeniser),
+weights."""
 
 import open_clip
 import pytest
@@ -71,7 +72,7 @@ def test_mask_prompt_forward_matches_open_clip_and_ovseg(tiny_clip):
 
 
 def reference_region_features(r, images, pred_masks, pred_logits, fix):
-    """Spec §6.3 steps 1-3 per image (official loop), optionally with the FIX_REGION_INPUTS changes."""
+    """docs/focus.md#clip-regions steps 1-3 per image (official loop), optionally with the FIX_REGION_INPUTS changes."""
     mask_tensor = torch.sigmoid(10 * F.interpolate(pred_masks, size=(224, 224), mode="bilinear", align_corners=False))
     imgs = F.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
     mean = 255 * torch.tensor(CLIP_PIXEL_MEAN).view(1, 3, 1, 1)
@@ -130,7 +131,7 @@ def _mask_embedding_grad(refiner, fix):
 
 
 def test_mask_prompt_inert_by_default_and_live_with_fix(refiner):
-    # spec §13 item 7: double sigmoid → prompt ≥ 0.5 everywhere → the embedding never enters the computation
+    # docs/focus.md#q7: double sigmoid → prompt ≥ 0.5 everywhere → the embedding never enters the computation
     grad = _mask_embedding_grad(refiner, fix=False)
     assert grad is not None and grad.abs().max() == 0
     grad = _mask_embedding_grad(refiner, fix=True)

@@ -111,7 +111,7 @@ def test_checkpointer_one_summary(tiny_model, tmp_path, caplog):
 @pytest.mark.slow
 def test_training_with_clip_refiner():
     """Full training step with the CLIP tower (random ViT-B/16): loss_clip at every prediction, gradients reach the
-    projection heads, CLIP stays frozen (spec §6.6)."""
+    projection heads, CLIP stays frozen (docs/focus.md#clip-training-only)."""
     torch.manual_seed(0)
     cfg = tiny_cfg(**{"MODEL.CLIP_REFINER.ENABLED": True, "MODEL.MASK_FORMER.DEC_LAYERS": 2})
     cfg.MODEL.CLIP_REFINER.PROMPTS = ["foreground.", "background."]

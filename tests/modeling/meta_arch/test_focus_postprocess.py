@@ -1,4 +1,5 @@
-"""FOCUS post-processing: the official merge rule (spec §1.2 step 10), semantic map, two-step resize, targets."""
+"""FOCUS post-processing: the official merge rule (docs/focus.md#inference step 10), semantic map, two-step resize,
+targets."""
 import itertools
 import math
 

@@ -1,4 +1,5 @@
-"""FOCUS transformer decoder: outputs, train/eval attention masks (spec §5.3-5.4), CLIP gating, key names."""
+"""FOCUS transformer decoder: outputs, train/eval attention masks (docs/focus.md#decoder-forward,
+docs/focus.md#decoder-vs-mask2former), CLIP gating, key names."""
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -80,7 +81,8 @@ def test_first_attention_mask_eval_vs_train():
     masks.clear()
     dec.train()
     dec(x, mf)
-    assert not masks[0].any()  # spec §5.4: the first cross-attention attends everywhere in training
+    # docs/focus.md#decoder-vs-mask2former: the first cross-attention attends everywhere in training
+    assert not masks[0].any()
     assert masks[1].shape == (2 * NH, Q, 24)
 
 

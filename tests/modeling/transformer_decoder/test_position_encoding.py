@@ -1,4 +1,4 @@
-"""PositionEmbeddingSine against the DETR formula of spec §5.2, computed element by element."""
+"""PositionEmbeddingSine against the DETR formula of docs/focus.md#position-encoding, computed element by element."""
 import math
 
 import torch

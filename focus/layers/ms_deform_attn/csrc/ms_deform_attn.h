@@ -1,4 +1,4 @@
-// Multi-scale deformable attention kernels (spec §3.2). Shapes:
+// Multi-scale deformable attention kernels (docs/focus.md#msda-op). Shapes:
 //   value (N, S, M, Dh); spatial_shapes int64 (L, 2) rows (H, W); level_start_index int64 (L,);
 //   sampling_loc (N, Lq, M, L, P, 2) normalised (x, y); attn_weight (N, Lq, M, L, P); output (N, Lq, M*Dh).
 // value/output/grad_value have the value dtype (double, float, half, bfloat16); sampling_loc, attn_weight and

@@ -1,5 +1,5 @@
 // CPU kernels of multi-scale deformable attention (same semantics as the official CUDA im2col/col2im kernels,
-// spec §3.2). Forward parallelises over (n, m, q); backward over (n, m) so that each task owns its slice of
+// docs/focus.md#msda-op). Forward parallelises over (n, m, q); backward over (n, m) so that each task owns its slice of
 // grad_value (no atomics). Values are read in their dtype and accumulated in at::opmath_type (float for
 // half/bfloat16), channels innermost so the Dh loops vectorise.
 #include "../ms_deform_attn.h"

@@ -1,5 +1,5 @@
 // CUDA kernels of multi-scale deformable attention: the semantics of the official
-// `ms_deformable_im2col_gpu_kernel` / `col2im` kernels (spec §3.2) on modern ATen APIs (spec §13 item 15:
+// `ms_deformable_im2col_gpu_kernel` / `col2im` kernels (docs/focus.md#msda-op) on modern ATen APIs (docs/focus.md#q15:
 // no THC, no tensor.type()), dispatched for double, float, half and bfloat16. One thread per output element
 // (n, q, m, channel); sampling locations, attention weights and all accumulations use at::opmath_type
 // (float for half/bfloat16); grad_value is accumulated in opmath and cast at the end.
