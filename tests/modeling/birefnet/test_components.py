@@ -35,7 +35,8 @@ def test_image2patches_is_a_block_split_not_pixel_unshuffle():
         for gi in range(2):
             for gj in range(3):
                 assert torch.equal(p[:, c * 6 + gi * 3 + gj], x[:, c, gi * 4:(gi + 1) * 4, gj * 4:(gj + 1) * 4])
-    assert not torch.equal(p, F.pixel_unshuffle(x[:, :, :, :8], 2)[:, :1].expand(-1, 18, -1, -1)[:, :, :, :4])
+    square = x[:, :, :, :8]
+    assert not torch.equal(image2patches(square, 2, 2), F.pixel_unshuffle(square, 2))
 
 
 def test_deformable_conv_at_init_is_a_plain_conv():
@@ -59,12 +60,13 @@ def test_deformable_conv_integer_offset_shifts_the_sampling():
 def test_aspp_deformable_shapes_and_branches():
     m = ASPPDeformable(8, width=4).eval()
     assert m(torch.randn(2, 8, 6, 6)).shape == (2, 8, 6, 6)
-    assert [b.atrous_conv.regular_conv.kernel_size for b in [m.aspp1, *m.aspp_deforms]] == [(1, 1), (1, 1), (3, 3), (7, 7)]
+    kernels = [b.atrous_conv.regular_conv.kernel_size for b in [m.aspp1, *m.aspp_deforms]]
+    assert kernels == [(1, 1), (1, 1), (3, 3), (7, 7)]
 
 
 def test_swin_pads_every_stage_and_attends_to_padding():
-    """A window larger than the stride-32 map still partitions (padding), unlike timm's clamped window, and the
-    output at the valid tokens changes when padding tokens would be masked (docs/birefnet.md#q13)."""
+    """Maps smaller than or not divisible by the window (64x96 input: 16x24 ... 2x3 with window 7) are padded to
+    whole windows at every stage (docs/birefnet.md#q13); the shift mask is -inf across regions, 0 on the diagonal."""
     from focus.modeling.backbone.swin_v1 import SwinTransformerV1, shift_window_mask
 
     torch.manual_seed(0)
