@@ -252,3 +252,37 @@ def test_losses_under_bf16_autocast_are_computed_in_fp32():
     for k in ref:
         assert torch.isfinite(amp[k]) and amp[k].dtype == torch.float32
         assert amp[k].item() == pytest.approx(ref[k].item(), rel=0.05), k
+
+
+def test_train_mapper_resizes_and_augments(tmp_path):
+    import cv2
+
+    from focus.modeling.birefnet.mapper import BiRefNetTrainMapper
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:30, 20:50] = 255
+    cv2.imwrite(str(tmp_path / "a.jpg"), img[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "a.png"), mask)
+    d = {"file_name": str(tmp_path / "a.jpg"), "sem_seg_file_name": str(tmp_path / "a.png")}
+    out = BiRefNetTrainMapper(tiny_cfg(), is_train=True)(d)
+    assert out["image"].shape == (3, 64, 64) and out["image"].dtype == torch.uint8
+    assert out["gt"].shape == (1, 64, 64) and 0 <= out["gt"].min() and out["gt"].max() <= 1
+    assert ((out["gt"] > 0) & (out["gt"] < 1)).any()  # bilinear-resized labels have soft edges
+    plain = BiRefNetTrainMapper(tiny_cfg("MODEL.BIREFNET.AUG.FLIP", False, "MODEL.BIREFNET.AUG.ROTATE_PROB", 0.0,
+                                         "MODEL.BIREFNET.AUG.ENHANCE", False, "MODEL.BIREFNET.AUG.PEPPER", 0.0),
+                                is_train=True)(d)
+    ref = cv2.resize(mask, (64, 64), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    assert np.allclose(plain["gt"][0].numpy(), ref)
+    dynamic = BiRefNetTrainMapper(tiny_cfg("MODEL.BIREFNET.DYNAMIC_SIZE", (32, 96, 32, 96)), is_train=True)(d)
+    assert dynamic["image"].shape == (3, 50, 70)  # the model draws one size per batch
+
+
+def test_dynamic_size_training_batch():
+    torch.manual_seed(0)
+    model = tiny_model("MODEL.BIREFNET.DYNAMIC_SIZE", (32, 96, 32, 96)).train()
+    batch = [{"image": torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8), "gt": torch.rand(1, 50, 70)},
+             {"image": torch.randint(0, 256, (3, 60, 40), dtype=torch.uint8), "gt": torch.rand(1, 60, 40)}]
+    x, gt = model._train_batch(batch)
+    assert x.shape[-2:] == gt.shape[-2:] and all(s % 32 == 0 and 32 <= s <= 96 for s in x.shape[-2:])
