@@ -136,7 +136,16 @@ class BiRefNet(nn.Module):
         return self.decoder([x, x1, x2, x3, x4], gdt_gt=gdt_gt)
 
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, h, w)`` at the network size -> probabilities ``(B, 1, h, w)`` (fp32)."""
+        """uint8 ``(B, 3, h, w)`` at the network size -> probabilities ``(B, 1, h, w)`` (fp32).
+
+        Sides that are not multiples of 32 (the patch grids need them) are first resized down to the nearest
+        multiple with bicubic interpolation, as the official test script does with PIL, and the probabilities
+        resized back (bilinear, ``align_corners=True``)."""
+        h, w = images.shape[-2:]
+        h32, w32 = max(32, h // 32 * 32), max(32, w // 32 * 32)
+        if (h32, w32) != (h, w):
+            small = F.interpolate(images.float(), size=(h32, w32), mode="bicubic", align_corners=False)
+            return up(self.predict_probs(small.round().clamp(0, 255).to(torch.uint8)), (h, w))
         x = self.normalize(images)
         dtype = self.decoder.conv_out1[0].weight.dtype
         if dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):  # weights cast to a reduced dtype

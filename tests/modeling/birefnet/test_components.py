@@ -286,3 +286,16 @@ def test_dynamic_size_training_batch():
              {"image": torch.randint(0, 256, (3, 60, 40), dtype=torch.uint8), "gt": torch.rand(1, 60, 40)}]
     x, gt = model._train_batch(batch)
     assert x.shape[-2:] == gt.shape[-2:] and all(s % 32 == 0 and 32 <= s <= 96 for s in x.shape[-2:])
+
+
+def test_inputs_not_multiple_of_32_and_tta():
+    """TTA copies (any size) run: sides are resized to multiples of 32 and the map back to the input's size."""
+    from focus.engine.tta import TTAModel
+
+    model = tiny_model().eval()
+    inp = {"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "height": 50, "width": 70}
+    with torch.no_grad():
+        assert model.predict_probs(torch.randint(0, 256, (1, 3, 70, 45), dtype=torch.uint8)).shape == (1, 1, 70, 45)
+        cfg = tiny_cfg("TEST.AUG.MIN_SIZES", (48, 80), "TEST.AUG.FLIP", True)
+        (out,) = TTAModel(cfg, model)([inp])
+    assert out["foreground"].shape == (50, 70) and out["mask"].shape == (50, 70)
