@@ -55,6 +55,8 @@ setup(
         "Pillow>=9",
         "tqdm",
         "psutil",
+        "timm>=1.0",  # Swin/PVT building blocks of the BiRefNet backbones
+        "safetensors>=0.4",  # Hugging Face `model.safetensors` checkpoints
     ],
     extras_require={"test": ["pytest>=7", "timm>=0.9"], "wandb": ["wandb"]},
     ext_modules=ext_modules,
