@@ -15,8 +15,6 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from PIL import Image
 
-from ..backbone.pvt_v2 import PVT_V2_ARCHS, build_pvt_v2
-from ..backbone.swin_v1 import SWIN_V1_ARCHS, build_swin_v1
 from .decoder import BiRefNetDecoder
 from .losses import finetune_weights, gradient_loss, laplacian, pixel_losses
 from .modules import BasicDecBlk, up
@@ -29,6 +27,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def build_birefnet_backbone(name, depths=None, embed_dim=0, num_heads=None, drop_path_rate=-1.0):
     """The official backbone `name` (``swin_v1_*`` or ``pvt_v2_*``) with optional overrides."""
+    # imported here: timm is needed only once a BiRefNet is built (importing focus stays light)
+    from ..backbone.pvt_v2 import PVT_V2_ARCHS, build_pvt_v2
+    from ..backbone.swin_v1 import SWIN_V1_ARCHS, build_swin_v1
+
     if name in SWIN_V1_ARCHS:
         return build_swin_v1(name, depths=depths or None, embed_dim=embed_dim or None,
                              num_heads=num_heads or None,
