@@ -40,7 +40,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["focus", "focus.*"]),
-    package_data={"focus.layers.ms_deform_attn": ["csrc/*", "csrc/*/*"]},
+    package_data={"focus.layers.ms_deform_attn": ["csrc/*", "csrc/*/*"], "focus.layers.selective_scan": ["csrc/*"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -53,6 +53,7 @@ setup(
         "fvcore>=0.1.5",
         "pycocotools>=2.0.6",
         "Pillow>=9",
+        "safetensors>=0.4",
         "tqdm",
         "psutil",
         "timm>=1.0",  # Swin/PVT building blocks of the BiRefNet backbones

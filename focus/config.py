@@ -202,8 +202,21 @@ def _add_focus_extras(cfg):
     # on CPU: nn.Linear weights packed once for oneDNN (faster matrix products than F.linear;
     # docs/speed_memory.md#packing)
     cfg.TEST.INFERENCE_PACK = True
+    # training skips samples with an unreadable image or a mask that does not fit it (one warning each, reported
+    # at the end) and stops only when more than this share of the training samples is bad (focus.data.faults)
+    cfg.DATALOADER.MAX_BAD_SAMPLE_FRACTION = 0.2
     for key in ("INFERENCE_DTYPE", "INFERENCE_CAST", "INFERENCE_PACK"):
         cfg.register_renamed_key(f"MODEL.FOCUS.{key}", f"TEST.{key}")
+    # solver options some members' official recipes need (focus.engine.lr_scheduler, build_optimizer):
+    # clip (SOLVER.CLIP_GRADIENTS) *after* optimizer.step instead of before, i.e. without effect on the update
+    cfg.SOLVER.CLIP_GRADIENTS.AFTER_STEP = False
+    # "EpochStepDecayRecursiveCosineLR": per epoch of EPOCH_ITERS iterations, lr = BASE_LR * GAMMA^(epoch //
+    # STEP_DECAY) then one recursive CosineAnnealingLR(T_MAX, ETA_MIN) step on it (PyTorch's closed recursion)
+    cfg.SOLVER.EPOCH_ITERS = 0
+    cfg.SOLVER.EPOCH_STEP_DECAY = 80
+    cfg.SOLVER.EPOCH_STEP_GAMMA = 0.1
+    cfg.SOLVER.EPOCH_COSINE_T_MAX = 20
+    cfg.SOLVER.EPOCH_COSINE_ETA_MIN = 0.0
 
 
 def get_focus_cfg(config_file=None, opts=()):
@@ -213,17 +226,45 @@ def get_focus_cfg(config_file=None, opts=()):
 
     from detectron2.config import get_cfg
 
+    import yaml
+
+    from .errors import MissingFileError
+
     cfg = add_focus_config(get_cfg())
     if config_file is not None:
         path = str(config_file)
         if not os.path.isfile(path):
             candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", path)
             if not os.path.isfile(candidate):
-                raise FileNotFoundError(f"config file not found: {config_file}")
+                raise MissingFileError(f"config file not found: {config_file}; check --config-file", config_file)
             path = candidate
-        cfg.merge_from_file(path)
-    cfg.merge_from_list([str(o) if not isinstance(o, str) else o for o in opts])
+        try:
+            cfg.merge_from_file(path)
+        except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
+            raise _config_error(e, f"config file {path}") from None
+    try:
+        cfg.merge_from_list([str(o) if not isinstance(o, str) else o for o in opts])
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise _config_error(e, "the command-line overrides") from None
     return cfg
+
+
+def _config_error(e, where):
+    """One-line `UserError` for a yacs/YAML failure `e` (unknown key, wrong type, odd override list, bad YAML)
+    naming the key or file and what to do."""
+    from .errors import UserError
+
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    msg = " ".join(msg.split())
+    if "Non-existent" in msg:
+        key = msg.split(":", 1)[-1].strip()
+        return UserError(f"unknown config key {key} in {where}; check its spelling (keys are listed in "
+                         f"focus/config.py, the members' config.py and detectron2's defaults)")
+    if msg.startswith("Type mismatch"):
+        return UserError(f"config value of the wrong type in {where}: {msg}")
+    if "odd length" in msg:
+        return UserError(f"config overrides must be KEY VALUE pairs: {msg}")
+    return UserError(f"cannot read {where}: {msg}")
 
 
 def inference_config(cfg):
@@ -251,4 +292,7 @@ def add_focus_config(cfg):
     from .modeling.birefnet.config import add_birefnet_config
 
     add_birefnet_config(cfg)
+    from .modeling.run.config import add_run_config
+
+    add_run_config(cfg)
     return cfg

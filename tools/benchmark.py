@@ -470,11 +470,13 @@ def main(argv=None):
     result = run_benchmark(args)
     print(_summary(result))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from focus.utils.file_io import atomic_write
+
+        atomic_write(args.json, lambda f: json.dump(result, f, indent=2), mode="w")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from focus.engine.cli import run_main
+
+    sys.exit(run_main(main))

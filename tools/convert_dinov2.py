@@ -18,11 +18,26 @@ Output: `{"model": {key: tensor}, "__author__": "focus", "matching_heuristics": 
 Every rename and every dropped key is printed.
 """
 import argparse
+import os
 import pickle
 import re
 import sys
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from focus.utils.file_io import atomic_write  # noqa: E402
+from focus.engine.cli import run_main  # noqa: E402
+from focus.errors import UserError  # noqa: E402
+from focus.modeling.checkpoint import load_state_file  # noqa: E402
+
+
+class ConversionError(UserError, KeyError, ValueError):
+    """The source file is not the checkpoint this tool converts (wrong keys or shapes)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 DROPPED = ("register_tokens", "mask_token", "norm.weight", "norm.bias")
 _TOP = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
@@ -39,7 +54,7 @@ def _unwrap(obj, path):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors")
+        raise ConversionError(f"{path}: expected a state dict of tensors")
     return obj
 
 
@@ -56,18 +71,18 @@ def convert_dinov2(state_dict, log=print, source="DINOv2 checkpoint"):
         new = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", new)  # chunked blocks
         new = re.sub(r"\.ls([12])\.gamma$", r".gamma\1", new)
         if new not in _TOP and not _BLOCK.match(new):
-            raise KeyError(f"{source}: unexpected key {key!r} (not a DINOv2 ViT key)")
+            raise ConversionError(f"{source}: unexpected key {key!r} (not a DINOv2 ViT key)")
         if new != key:
             log(f"rename  {key} -> backbone.{new}")
         if "backbone." + new in out:
-            raise KeyError(f"{source}: two keys map to backbone.{new}")
+            raise ConversionError(f"{source}: two keys map to backbone.{new}")
         out["backbone." + new] = value
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if "backbone." + key not in out:
-            raise KeyError(f"{source}: missing {key!r}; is this a DINOv2 ViT checkpoint?")
+            raise ConversionError(f"{source}: missing {key!r}; is this a DINOv2 ViT checkpoint?")
     npos = out["backbone.pos_embed"].shape[1] - 1
     if int(npos**0.5) ** 2 != npos:
-        raise ValueError(f"{source}: pos_embed has {npos} patch positions, not a square grid (1 cls + k*k)")
+        raise ConversionError(f"{source}: pos_embed has {npos} patch positions, not a square grid (1 cls + k*k)")
     return out
 
 
@@ -79,7 +94,7 @@ def convert_resnet50(state_dict, log=print, source="ResNet-50 checkpoint"):
             log(f"drop    {key} {tuple(value.shape)}")
             continue
         if not _RESNET.match(key):
-            raise KeyError(f"{source}: unexpected key {key!r} (not a torchvision ResNet trunk key)")
+            raise ConversionError(f"{source}: unexpected key {key!r} (not a torchvision ResNet trunk key)")
         log(f"rename  {key} -> backbone.edge.{key}")
         out["backbone.edge." + key] = value
     return out
@@ -90,10 +105,9 @@ def save(model, path):
     data = {"model": model, "__author__": "focus", "matching_heuristics": False}
     if str(path).endswith(".pkl"):
         data["model"] = {k: v.detach().cpu().numpy() for k, v in model.items()}
-        with open(path, "wb") as f:
-            pickle.dump(data, f)
+        atomic_write(path, lambda f: pickle.dump(data, f))  # a failure or Ctrl-C never leaves a truncated file
     else:
-        torch.save(data, path)
+        atomic_write(path, lambda f: torch.save(data, f))
 
 
 def main(argv=None):
@@ -103,9 +117,9 @@ def main(argv=None):
     parser.add_argument("--resnet50", metavar="RESNET.pth", help="torchvision ResNet-50 ImageNet state dict")
     args = parser.parse_args(argv)
 
-    model = convert_dinov2(_unwrap(torch.load(args.src, map_location="cpu"), args.src), source=args.src)
+    model = convert_dinov2(_unwrap(load_state_file(args.src), args.src), source=args.src)
     if args.resnet50:
-        sd = _unwrap(torch.load(args.resnet50, map_location="cpu"), args.resnet50)
+        sd = _unwrap(load_state_file(args.resnet50), args.resnet50)
         model.update(convert_resnet50(sd, source=args.resnet50))
     save(model, args.dst)
     n = sum(v.numel() for v in model.values())
@@ -114,4 +128,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -34,7 +34,10 @@ from tqdm import tqdm  # noqa: E402
 import focus  # noqa: E402,F401  (registers the components)
 from focus.data.io import IMAGE_EXTENSIONS, read_image  # noqa: E402
 from focus.engine import setup_cfg  # noqa: E402
+from focus.engine.trainer import check_device  # noqa: E402
+from focus.engine.cli import run_main  # noqa: E402
 from focus.engine.predictor import Predictor  # noqa: E402
+from focus.errors import UserError  # noqa: E402
 from focus.utils.visualizer import OUTPUT_KINDS, render_video_frame, save_outputs  # noqa: E402
 from malloc_policy import MALLOC_POLICIES, configure_malloc  # noqa: E402  (tools/malloc_policy.py)
 
@@ -56,8 +59,9 @@ def get_parser():
     source.add_argument("--webcam", action="store_true", help="camera 0")
     parser.add_argument("--output", metavar="DIR", help="output folder (required except for --webcam)")
     parser.add_argument(
-        "--save", nargs="+", choices=OUTPUT_KINDS, default=None,
-        help="outputs to write (images: default all four; video/webcam: default overlay)",
+        "--save", nargs="+", default=None, metavar="KIND",
+        help=f"outputs to write, as separate words or comma-separated ({', '.join(OUTPUT_KINDS)}; images: "
+        "default all four; video/webcam: default overlay)",
     )
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     parser.add_argument("--max-frames", type=int, default=0, help="video/webcam: stop after N frames (0 = all)")
@@ -114,7 +118,10 @@ def collect_inputs(specs, exclude=None):
     found, errors = [], []
     for spec in specs:
         if os.path.isdir(spec):
-            found += [(p, os.path.relpath(p, spec)) for p in _walk_images(spec)]
+            images = [(p, os.path.relpath(p, spec)) for p in _walk_images(spec)]
+            if not images:
+                errors.append((spec, f"no image ({', '.join(IMAGE_EXTENSIONS)}) in this folder"))
+            found += images
         elif os.path.isfile(spec):
             found.append((spec, os.path.basename(spec)))
         elif glob.has_magic(spec):
@@ -167,6 +174,9 @@ def run_images(args, predictor):
     jobs, errors = collect_inputs(args.input, exclude=args.output)
     for spec, reason in errors:
         _report(spec, reason)
+    if not jobs:
+        raise UserError(f"--input {' '.join(args.input)}: no image to process (extensions "
+                        f"{', '.join(IMAGE_EXTENSIONS)}, any case)")
     done = skipped = 0
     failed = len(errors)
     for path, stem in tqdm(jobs, desc="images", unit="img", file=sys.stderr):
@@ -176,7 +186,7 @@ def run_images(args, predictor):
             continue
         try:
             image = read_image(path)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # focus.errors.BadFileError is a ValueError
             _report(path, e)
             failed += 1
             continue
@@ -310,14 +320,28 @@ def run_webcam(args, predictor):
         capture.release()
 
 
+def parse_save(parser, values):
+    """`--save` as separate words and/or comma-separated lists (`mask soft`, `mask,soft`, `mask, soft`)."""
+    if values is None:
+        return None
+    kinds = [k.strip().lower() for v in values for k in v.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        parser.error(f"--save: unknown output kind {', '.join(unknown) or repr(' '.join(values))}; "
+                     f"choose from {', '.join(OUTPUT_KINDS)}")
+    return list(dict.fromkeys(kinds))
+
+
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    args.save = parse_save(parser, args.save)
     if not args.webcam and not args.output:
         get_parser().error("--output is required with --input and --video-input")
     config_file = resolve_config(args.config_file)
     if not os.path.isfile(config_file):
         get_parser().error(f"--config-file: config file not found: {args.config_file}")
-    cfg = setup_cfg(config_file, args.opts, eval_only=True)
+    cfg = check_device(setup_cfg(config_file, args.opts, eval_only=True))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     configure_malloc(args.malloc)
@@ -334,4 +358,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

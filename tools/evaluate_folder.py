@@ -23,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from focus.data.catalog import TASKS  # noqa: E402
+from focus.engine.cli import run_main  # noqa: E402
 from focus.evaluation.folder import format_table, json_safe, score_folder, score_video_folder  # noqa: E402
+from focus.utils.file_io import atomic_write  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,16 +63,17 @@ def main(argv=None):
         print(f"{len(res['missing'])} GT file(s) without a prediction (not scored): {res['missing'][:10]}")
     if res["extra"]:
         print(f"{len(res['extra'])} prediction(s) without a GT (ignored): {res['extra'][:10]}")
+    if res.get("excluded"):
+        print(f"{len(res['excluded'])} image(s) excluded (unreadable prediction or GT): "
+              + "; ".join(f"{k}: {v}" for k, v in list(res["excluded"].items())[:10]))
     if res.get("undefined_per_image"):
         print(f"{len(res['undefined_per_image'])} image(s) with an undefined metric (excluded from its mean): "
               f"{res['undefined_per_image'][:10]}")
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "w") as fh:
-            json.dump(json_safe(res), fh, indent=1)
+        atomic_write(args.output, lambda fh: json.dump(json_safe(res), fh, indent=1), mode="w")
         print(f"wrote {args.output}")
     return res
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -23,10 +23,13 @@ os.environ.setdefault("DETECTRON2_DATASETS", str(ROOT / "datasets"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus  # noqa: E402,F401
+from focus.utils.file_io import atomic_write  # noqa: E402
 from focus.data.synthetic import generate_dataset  # noqa: E402
+from focus.engine.cli import run_main  # noqa: E402
 from focus.engine.trainer import FOCUSTrainer, setup_cfg  # noqa: E402
 from focus.evaluation import FocusEvaluator  # noqa: E402
 
@@ -46,7 +49,8 @@ def baseline_model(batched_inputs):
         fg = gaussian_prior(x["height"], x["width"])
         inst = Instances((x["height"], x["width"]))
         inst.pred_masks = (fg > 0.5).to(torch.int32)
-        outs.append({"foreground": fg, "sem_seg": torch.stack([fg, 1 - fg]), "instances": inst})
+        outs.append({"foreground": fg, "mask": (fg > 0.5).to(torch.uint8), "sem_seg": torch.stack([fg, 1 - fg]),
+                     "instances": inst})
     return outs
 
 
@@ -104,7 +108,6 @@ def main(argv=None):
     setup_logger(str(out / "log.txt"))
     setup_logger(str(out / "log.txt"), name="focus")
     log = logging.getLogger("focus.quickstart")
-    torch.manual_seed(0)
     t0 = time.time()
 
     data_root = Path(os.environ["DETECTRON2_DATASETS"]) / "synthetic"
@@ -112,6 +115,11 @@ def main(argv=None):
     log.info(f"[1/5] synthetic SOD data in {data_root / 'sod'} ({args.n_train} train / {args.n_test} test)")
 
     cfg = setup_cfg(args.config_file, ["OUTPUT_DIR", str(out / "train"), *args.opts])
+    # SEED (set in the tiny config) fixes the initial weights and the data order: docs/reproducibility.md
+    seed = cfg.SEED if cfg.SEED >= 0 else int.from_bytes(os.urandom(2), "big")
+    seed_all_rng(seed)
+    print(f"Quick start seed: {seed}" + ("" if cfg.SEED >= 0 else " (drawn at random: SEED < 0 in the config)"),
+          flush=True)
     dataset = cfg.DATASETS.TEST[0]
     # evaluation happens below, once, under both protocols and next to the baseline
     train_cfg = setup_cfg(args.config_file, ["OUTPUT_DIR", str(out / "train"), *args.opts, "DATASETS.TEST", "()"])
@@ -143,14 +151,15 @@ def main(argv=None):
         "baseline": {"name": BASELINE, "standard": baseline["standard"], "focus": baseline["focus"]},
         "smeasure_gain_over_baseline": s_model - s_base,
         "dataset": dataset,
-        "train": {"config": args.config_file, "iterations": cfg.SOLVER.MAX_ITER, "seconds": round(t_train, 1)},
+        "train": {"config": args.config_file, "iterations": cfg.SOLVER.MAX_ITER, "seconds": round(t_train, 1),
+                  "seed": seed},
         "paths": {"train": str(out / "train"), "eval": str(out / "eval"), "demo": str(demo_out)},
         "demo_exit_status": demo_status,
         "total_seconds": round(time.time() - t0, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(str(out / "summary.json"), lambda fh: fh.write(json.dumps(summary, indent=2)), mode="w")
     log.info(f"[5/5] summary in {out / 'summary.json'}")
-    print(f"\nQuick start finished in {summary['total_seconds']:.0f} s")
+    print(f"\nQuick start finished in {summary['total_seconds']:.0f} s (seed {seed})")
     print(f"  S-measure (standard): model {s_model:.4f} | {BASELINE} {s_base:.4f} | gain {s_model - s_base:+.4f}")
     for p in ("standard", "focus"):
         print(f"  {p:8s} " + "  ".join(f"{k}={v:.4f}" for k, v in results[p].items() if isinstance(v, float)))
@@ -160,4 +169,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

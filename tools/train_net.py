@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 
 import focus  # noqa: E402,F401  (registers the components)
-from focus.engine.trainer import Trainer, setup_cfg  # noqa: E402
+from focus.engine.cli import run_main  # noqa: E402
+from focus.engine.trainer import Trainer, check_device, setup_cfg  # noqa: E402
 from focus.modeling.inference import inference_options, prepare_for_inference  # noqa: E402
 from malloc_policy import MALLOC_POLICIES, configure_malloc, default_malloc_policy  # noqa: E402  (tools/)
 
@@ -25,7 +26,7 @@ def main(args):
     # --eval-only: reuse freed activation memory across images instead of page-faulting it in; training: return
     # large freed blocks to the system, for a lower peak (tools/malloc_policy.py)
     configure_malloc(getattr(args, "malloc", None) or default_malloc_policy(training=not args.eval_only))
-    cfg = setup_cfg(args.config_file, args.opts, eval_only=args.eval_only)
+    cfg = check_device(setup_cfg(args.config_file, args.opts, eval_only=args.eval_only))
     default_setup(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -51,7 +52,12 @@ def get_parser():
     return parser
 
 
+def cli(argv=None):
+    """Parse `argv` and run `main` on `--num-gpus` processes (detectron2's `launch`)."""
+    args = get_parser().parse_args(argv)
+    return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                  dist_url=args.dist_url, args=(args,))
+
+
 if __name__ == "__main__":
-    args = get_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    sys.exit(run_main(cli))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import BadFileError, DatasetError, MissingFileError, UnknownNameError
 from .io import IMAGE_EXTENSIONS, MASK_EXTENSIONS, list_files_by_stem, read_image_size
 
 __all__ = [
@@ -136,7 +137,7 @@ def datasets_root():
 
 def _metadata(task, image_root, mask_root, **extra):
     if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}")
+        raise DatasetError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}")
     return dict(
         task=task,
         evaluator_type="focus",
@@ -155,9 +156,10 @@ def _metadata(task, image_root, mask_root, **extra):
 
 def _require_dir(path, name, prepare):
     if not Path(path).is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Dataset '{name}': expected folder {path} does not exist. Prepare it with: {prepare} "
-            f"(dataset root: $DETECTRON2_DATASETS={datasets_root()!r})"
+            f"(dataset root: $DETECTRON2_DATASETS={datasets_root()!r})",
+            path,
         )
 
 
@@ -174,22 +176,23 @@ def load_folder_dataset(name, image_root, mask_root, mask_suffix="", exclude=(),
     for stem in exclude:
         images.pop(stem, None)
     if Path(image_root).resolve() == Path(mask_root).resolve():
-        raise ValueError(f"Dataset '{name}': image and mask folders are the same ({image_root}); {prepare}")
+        raise DatasetError(f"Dataset '{name}': image and mask folders are the same ({image_root}); {prepare}")
     missing = sorted(set(images) - set(masks))
     if missing:
-        raise ValueError(
+        raise DatasetError(
             f"Dataset '{name}': {len(missing)} image(s) in {image_root} have no mask in {mask_root} "
             f"(e.g. {missing[:5]})"
         )
     if not images:
-        raise ValueError(f"Dataset '{name}': no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_root}")
+        raise DatasetError(f"Dataset '{name}': no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_root}")
     dicts = []
     for stem, path in images.items():
-        h, w = read_image_size(path)
-        dicts.append(
-            {"file_name": str(path), "sem_seg_file_name": str(masks[stem]), "height": h, "width": w,
-             "image_id": stem}
-        )
+        d = {"file_name": str(path), "sem_seg_file_name": str(masks[stem]), "image_id": stem}
+        try:
+            d["height"], d["width"] = read_image_size(path)
+        except BadFileError:  # kept without a size: the mapper reports it and the sample is skipped/excluded
+            pass
+        dicts.append(d)
     return dicts
 
 
@@ -208,7 +211,7 @@ def _davis_sequences(root, split):
                 if seq not in seqs:
                     seqs.append(seq)
         return seqs
-    raise FileNotFoundError(f"DAVIS split '{split}': neither {seq_list} nor {pair_list} exists; {_README} (DAVIS-2016)")
+    raise MissingFileError(f"DAVIS split '{split}': neither {seq_list} nor {pair_list} exists; {_README} (DAVIS-2016)")
 
 
 def load_video_dataset(name, sequences, prepare=_README):
@@ -234,7 +237,7 @@ def _video_folder_loader(name, root):
     _require_dir(root, name, _README)
     seqs = sorted(p.name for p in Path(root).iterdir() if (p / "frames").is_dir() and (p / "masks").is_dir())
     if not seqs:
-        raise ValueError(f"Dataset '{name}': no <sequence>/frames + <sequence>/masks folders under {root}")
+        raise DatasetError(f"Dataset '{name}': no <sequence>/frames + <sequence>/masks folders under {root}")
     return load_video_dataset(name, [(s, Path(root) / s / "frames", Path(root) / s / "masks") for s in seqs])
 
 
@@ -246,7 +249,7 @@ def _register(name, loader, metadata, overwrite):
                 metadata["image_root"], metadata["mask_root"]
             ):
                 return name
-            raise ValueError(f"Dataset '{name}' is already registered with other folders ({old.image_root})")
+            raise DatasetError(f"Dataset '{name}' is already registered with other folders ({old.image_root})")
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, loader)
@@ -298,10 +301,10 @@ def ensure_registered(name):
         if len(parts) == 3 and parts[1] == "vos":
             return register_video_dataset(name, parts[2])
         if len(parts) != 4:
-            raise ValueError(f"Dataset name {name!r}: expected 'folder:<task>:<image_root>:<mask_root>'")
+            raise DatasetError(f"Dataset name {name!r}: expected 'folder:<task>:<image_root>:<mask_root>'")
         _, task, image_root, mask_root = parts
         return register_folder_dataset(name, image_root, mask_root, task)
-    raise KeyError(
-        f"Dataset '{name}' is not registered. Known: {sorted(BUILTIN_DATASETS)}; or use "
+    raise UnknownNameError(
+        f"Dataset '{name}' is not registered. Known: {', '.join(sorted(BUILTIN_DATASETS))}; or use "
         f"'folder:<task>:<image_root>:<mask_root>' or focus.data.register_folder_dataset()"
     )

@@ -11,13 +11,44 @@ all of that into one representation:
 * `binarize_mask(mask)` -> bool ``(H, W)``, foreground = ``mask > 128`` (the PySODMetrics / official
   convention; 1-bit masks are mapped to 0/255 by `read_mask`, so their foreground is "> 0").
 
-Every error names the offending file.
+Also read: animated GIF/WebP and multi-page TIFF (first frame, with a warning that says so), CMYK, 16-bit and
+float images, and HEIC/HEIF/AVIF when a Pillow plugin for them (`pillow-heif`, `pillow-avif-plugin`) is
+installed. Images above `MAX_IMAGE_PIXELS` (env `FOCUS_MAX_IMAGE_PIXELS`, default 400 megapixels) are refused.
+
+Every error is a `focus.errors.BadFileError` (`MissingFileError` for a missing file) naming the offending file.
 """
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import BadFileError, MissingFileError
+
+logger = logging.getLogger(__name__)
+
+# Pillow refuses images above 2 x its MAX_IMAGE_PIXELS as possible decompression bombs; real photos and scans
+# (panoramas, gigapixel-class stitched images) can be larger. The model sees a downscaled copy either way.
+MAX_IMAGE_PIXELS = int(os.environ.get("FOCUS_MAX_IMAGE_PIXELS", 400_000_000))
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2
+
+
+def _register_optional_plugins():
+    """HEIC/HEIF and AVIF openers when their Pillow plugins are installed (optional; never required)."""
+    try:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+    except ImportError:
+        pass
+    try:
+        import pillow_avif  # noqa: F401  (registers itself)
+    except ImportError:
+        pass
+
+
+_register_optional_plugins()
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -32,7 +63,7 @@ __all__ = [
 ]
 
 # Compared case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif", ".avif")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
 
 
@@ -48,6 +79,9 @@ def list_files_by_stem(folder, extensions, suffix=""):
     Two files with the same stem (``a.jpg`` and ``a.png``) are an error naming both.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise MissingFileError(f"folder {folder} {what}; check the path", folder)
     out = {}
     exts = tuple(e.lower() for e in extensions)
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -57,19 +91,36 @@ def list_files_by_stem(folder, extensions, suffix=""):
         if suffix and stem.endswith(suffix):
             stem = stem[: -len(suffix)]
         if stem in out:
-            raise ValueError(f"Two files with the same stem {stem!r} in {folder}: {out[stem].name} and {entry.name}")
+            raise BadFileError(f"Two files with the same stem {stem!r} in {folder}: {out[stem].name} and {entry.name}")
         out[stem] = Path(entry.path)
     return out
 
 
+_PLUGIN_HINT = {".heic": "pillow-heif", ".heif": "pillow-heif", ".avif": "pillow-avif-plugin"}
+
+
 def _open(path):
+    """Open and decode `path` (first frame of a multi-frame file, with a warning), EXIF orientation applied."""
     try:
         img = Image.open(path)
+        frames = getattr(img, "n_frames", 1)
         img.load()
     except FileNotFoundError:
-        raise FileNotFoundError(f"File not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"Cannot read image file {path}: {e}") from e
+        raise MissingFileError(f"File not found: {path}", path) from None
+    except IsADirectoryError:
+        raise BadFileError(f"Cannot read image file {path}: it is a folder", path) from None
+    except Image.DecompressionBombError as e:
+        raise BadFileError(f"Cannot read image file {path}: {e} (raise FOCUS_MAX_IMAGE_PIXELS if you trust it)",
+                           path) from None
+    except UnidentifiedImageError:
+        hint = _PLUGIN_HINT.get(Path(path).suffix.lower())
+        what = f"Pillow cannot read this format here; `pip install {hint}` adds it" if hint else (
+            "not an image, or a format Pillow cannot read")
+        raise BadFileError(f"Cannot read image file {path}: {what}", path) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data
+        raise BadFileError(f"Cannot read image file {path}: {e}", path) from None
+    if frames > 1:
+        logger.warning(f"{path}: {frames} frames (animated or multi-page); using the first frame")
     try:
         return ImageOps.exif_transpose(img)
     except (OSError, ValueError, SyntaxError):  # a corrupt EXIF block: keep the raw orientation
@@ -92,7 +143,7 @@ def _to_uint8_gray(arr, path):
         if a.max() > 255:  # 16-bit data
             a = a >> 8
         return np.clip(a, 0, 255).astype(np.uint8)
-    raise ValueError(f"Unsupported pixel type {arr.dtype} in {path}")
+    raise BadFileError(f"Unsupported pixel type {arr.dtype} in {path}", path)
 
 
 def read_image(path):
@@ -159,9 +210,9 @@ def read_image_size(path):
             except (OSError, ValueError, SyntaxError):
                 orientation = 1
     except FileNotFoundError:
-        raise FileNotFoundError(f"File not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"Cannot read image file {path}: {e}") from e
+        raise MissingFileError(f"File not found: {path}", path) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadFileError(f"Cannot read image file {path}: {e}", path) from None
     if orientation in (5, 6, 7, 8):  # transposed orientations
         h, w = w, h
     return h, w
@@ -170,7 +221,9 @@ def read_image_size(path):
 def check_same_size(image, mask, image_path, mask_path):
     """Raise if an image ``(H, W[, C])`` and its mask ``(H', W')`` differ in size (never resize silently)."""
     if tuple(image.shape[:2]) != tuple(mask.shape[:2]):
-        raise ValueError(
+        raise BadFileError(
             f"Image and mask sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]} (WxH) but "
-            f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}"
+            f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}",
+            mask_path,
         )
+

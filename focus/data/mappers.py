@@ -18,6 +18,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.registry import Registry
 
 from .catalog import ensure_registered
+from ..errors import UnknownNameError
 from .io import binarize_mask, check_same_size, read_image, read_mask
 
 __all__ = [
@@ -57,7 +58,7 @@ def build_mapper(cfg, is_train):
     key = "INPUT.DATASET_MAPPER_NAME" if is_train else "INPUT.TEST_MAPPER_NAME"
     if name not in MAPPER_REGISTRY:
         known = ", ".join(sorted(n for n, _ in MAPPER_REGISTRY))
-        raise KeyError(f"{key}: no mapper named {name!r}; registered mappers: {known}")
+        raise UnknownNameError(f"{key}: no mapper named {name!r}; registered mappers: {known}")
     return MAPPER_REGISTRY.get(name)(cfg, is_train)
 
 

@@ -21,6 +21,7 @@ from detectron2.modeling import build_model
 
 from ..config import inference_config
 from ..data.mappers import build_mapper
+from ..errors import MissingFileError
 from ..modeling.inference import inference_options, prepare_for_inference
 from .trainer import Trainer
 
@@ -43,7 +44,7 @@ class Predictor:
         weights = self.cfg.MODEL.WEIGHTS
         if weights:
             if "://" not in weights and not os.path.isfile(weights):
-                raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: {weights}")
+                raise MissingFileError(f"MODEL.WEIGHTS: checkpoint not found: {weights}; check the path", weights)
             Trainer.load_weights(self.cfg, model)
         self.model = prepare_for_inference(model, **inference_options(self.cfg))
         self.mapper = build_mapper(self.cfg, is_train=False)

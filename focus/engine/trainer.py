@@ -33,9 +33,14 @@ from detectron2.utils.logger import log_every_n_seconds, setup_logger
 
 from ..config import inference_config
 from ..data import ensure_registered
+from ..data.faults import FAULTS, ExcludeBadSamples, SkipBadSamples
 from ..data.mappers import build_mapper
+from ..errors import MissingFileError, UnknownNameError, UserError
 from ..modeling.checkpoint import FOCUSCheckpointer
 from ..utils.file_io import atomic_write
+from .cli import debug_enabled
+from .lr_scheduler import LR_SCHEDULERS
+from .lr_scheduler import build_lr_scheduler as build_focus_lr_scheduler
 from .tta import TTAModel
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "inference_on_dataset",
     "amp_dtype",
     "setup_cfg",
+    "check_device",
     "store_frozen_in",
 ]
 
@@ -202,8 +208,28 @@ def build_optimizer(cfg, model):
         optimizer = with_full_model_clipping(torch.optim.SGD)(params, cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
     else:
         raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
-    if not full_model:
+    if clip.ENABLED and clip.AFTER_STEP:
+        # clipping after the update (a recipe's defect reproduced on request): the clipped gradients are never used
+        optimizer = _clip_after_step(optimizer, clip)
+    elif not full_model:
         optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    return optimizer
+
+
+def _clip_after_step(optimizer, clip):
+    """Make `optimizer.step()` clip the gradients (SOLVER.CLIP_GRADIENTS: value or norm) after updating."""
+    cls = type(optimizer)
+
+    def step(self, closure=None):
+        out = cls.step(self, closure)
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if clip.CLIP_TYPE == "value":
+            torch.nn.utils.clip_grad_value_(params, clip.CLIP_VALUE)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
+        return out
+
+    optimizer.__class__ = type(cls.__name__ + "WithClipAfterStep", (cls,), {"step": step})
     return optimizer
 
 
@@ -236,12 +262,19 @@ def inference_on_dataset(model, data_loader, evaluator):
     checks = [e.is_done for e in evaluators if hasattr(e, "is_done")]
     evaluator.reset()
     total = len(data_loader)
-    done = skipped = 0
+    done = skipped = excluded = 0
     start = time.perf_counter()
     with torch.inference_mode():
         was_training = model.training
         model.eval()
         for idx, inputs in enumerate(data_loader):
+            bad = [x for x in inputs if "bad_file" in x]  # unreadable image (focus.data.faults.ExcludeBadSamples)
+            for x in bad:
+                for e in evaluators:
+                    if hasattr(e, "exclude"):
+                        e.exclude(x["bad_file"], x["reason"])
+            excluded += len(bad)
+            inputs = [x for x in inputs if "bad_file" not in x]
             todo = [x for x in inputs if not (checks and all(check(x) for check in checks))]
             skipped += len(inputs) - len(todo)
             if todo:
@@ -255,9 +288,33 @@ def inference_on_dataset(model, data_loader, evaluator):
                 n=5,
             )
         model.train(was_training)
-    logger.info(f"Inference: {done} images run, {skipped} reused from an interrupted evaluation")
+    logger.info(f"Inference: {done} images run, {skipped} reused from an interrupted evaluation"
+                + (f", {excluded} excluded (unreadable; listed above)" if excluded else ""))
     results = evaluator.evaluate()
     return results if results is not None else {}
+
+
+def check_test_datasets(cfg):
+    """Raise a `UserError` now if a `DATASETS.TEST` name is unknown or its folders are missing (the evaluation
+    after training would otherwise fail only at the end of the run)."""
+    from detectron2.data import MetadataCatalog
+
+    for name in cfg.DATASETS.TEST:
+        ensure_registered(name)
+        meta = MetadataCatalog.get(name)
+        for key in ("image_root", "mask_root"):
+            root = getattr(meta, key, None)
+            if root and not os.path.isdir(root):
+                prepare = getattr(meta, "prepare", "see datasets/README.md")
+                raise MissingFileError(f"DATASETS.TEST '{name}': folder {root} does not exist. Prepare it with: "
+                                       f"{prepare}, or set DATASETS.TEST", root)
+
+
+def _no_user_error_traceback(record):
+    """Log filter: detectron2's training loop logs every exception with its traceback; a `UserError` is printed
+    as one line by the tool instead (`focus.engine.cli`), unless `--debug` / `FOCUS_DEBUG=1`."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, UserError) and not debug_enabled())
 
 
 class Trainer(DefaultTrainer):
@@ -298,14 +355,38 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's training loader; samples with an unreadable image or a mask that does not fit are skipped
+        and counted (`focus.data.faults.SkipBadSamples`, `DATALOADER.MAX_BAD_SAMPLE_FRACTION`)."""
+        from detectron2.data import get_detection_dataset_dicts
+
         for name in cfg.DATASETS.TRAIN:
             ensure_registered(name)
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        mapper = SkipBadSamples(build_mapper(cfg, is_train=True), len(dataset), cfg.DATALOADER.MAX_BAD_SAMPLE_FRACTION)
+        return build_detection_train_loader(cfg, dataset=dataset, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's inference loader; an unreadable image is reported and excluded, not fatal."""
         ensure_registered(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=ExcludeBadSamples(build_mapper(cfg, is_train=False)))
+
+    def train(self):
+        """Train; the samples skipped as bad (`focus.data.faults`) are reported at the end, even after a failure."""
+        check_test_datasets(self.cfg)  # fail now, not after hours of training
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            FAULTS.reset(os.path.join(self.cfg.OUTPUT_DIR, "bad_samples.tsv"))
+        loop_logger = logging.getLogger("detectron2.engine.train_loop")
+        loop_logger.addFilter(_no_user_error_traceback)
+        try:
+            return super().train()
+        finally:
+            loop_logger.removeFilter(_no_user_error_traceback)
+            faults = FAULTS.faults()
+            if faults and comm.is_main_process():
+                lines = "\n".join(f"  {p}: {r}" for p, r in sorted(faults.items()))
+                logger.warning(f"{len(faults)} bad sample(s) skipped during training (listed in "
+                               f"{FAULTS.path or 'the log'}):\n{lines}")
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -323,6 +404,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
+        if cfg.SOLVER.LR_SCHEDULER_NAME in LR_SCHEDULERS:
+            return build_focus_lr_scheduler(cfg, optimizer)
         return build_deeplab_lr_scheduler(cfg, optimizer)
 
     def resume_or_load(self, resume=True):
@@ -369,6 +452,20 @@ class Trainer(DefaultTrainer):
 FOCUSTrainer = Trainer  # the earlier name
 
 
+def check_device(cfg):
+    """Raise a one-line `UserError` if `MODEL.DEVICE` names a device this machine does not have (detectron2's
+    default is "cuda"; a CPU-only machine needs `MODEL.DEVICE cpu`)."""
+    device = str(cfg.MODEL.DEVICE)
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"MODEL.DEVICE {device!r} is not a device name; use cpu, cuda or cuda:<index>") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"MODEL.DEVICE is {device!r} but no CUDA GPU is available here; add MODEL.DEVICE cpu to "
+                        f"the command line (demo: after --opts)")
+    return cfg
+
+
 def setup_cfg(config_file, opts=(), eval_only=False):
     """Build a frozen config: detectron2 defaults + `add_focus_config` + file + overrides.
 
@@ -376,6 +473,12 @@ def setup_cfg(config_file, opts=(), eval_only=False):
     """
     from ..config import get_focus_cfg
 
+    from detectron2.modeling import META_ARCH_REGISTRY
+
     cfg = get_focus_cfg(config_file, opts)
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name not in META_ARCH_REGISTRY:
+        known = ", ".join(sorted(n for n, _ in META_ARCH_REGISTRY))
+        raise UnknownNameError(f"MODEL.META_ARCHITECTURE: no model named {name!r}; registered: {known}")
     cfg.freeze()
     return inference_config(cfg) if eval_only else cfg

@@ -38,7 +38,10 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.catalog import ensure_registered
+from ..data.faults import FAULTS
 from ..data.io import file_stem, read_mask
+from ..errors import BadFileError
+from ..utils.file_io import atomic_write
 from .folder import format_table, json_safe, protocol_metric_names, result_dict, score_pair, vos_result_dict
 from .metrics import VOS_METRICS, vos_frame_metrics
 
@@ -115,6 +118,7 @@ class FocusEvaluator(DatasetEvaluator):
         self.model_key = model_key
         self._gt_files = None
         self._records = {p: {} for p in self.protocols}
+        self._excluded = {}  # path -> reason: unreadable image or GT, GT that does not fit its image
         self._fresh = False  # records loaded from a previous run are not re-written
 
     # ---------------------------------------------------------------- resume log
@@ -125,6 +129,7 @@ class FocusEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._records = {p: {} for p in self.protocols}
+        self._excluded = {}
         if not self.output_dir:
             return
         Path(self.output_dir).mkdir(parents=True, exist_ok=True)
@@ -195,12 +200,21 @@ class FocusEvaluator(DatasetEvaluator):
         return self._gt_files[self._image_id(input_dict)]
 
     @staticmethod
-    def _check_size(pred, gt, what, gt_file):
+    def _check_size(pred, gt, what, gt_file, input_dict=None):
+        """A prediction not at the input's `height` x `width` is a model error (ValueError); a GT of another size
+        than its image (and so than a correct prediction) is a data fault (`BadFileError`, image excluded)."""
+        size = (input_dict or {}).get("height"), (input_dict or {}).get("width")
+        wrong_pred = None not in size and tuple(pred.shape) != size
         if tuple(pred.shape) != tuple(gt.shape):
-            raise ValueError(
+            raise (ValueError if wrong_pred else BadFileError)(
                 f"{what} of size {tuple(pred.shape)} differs from the GT {gt_file} of size {tuple(gt.shape)} "
-                "(predictions must be at the original image size)"
+                "(predictions must be at the original image size)", *([] if wrong_pred else [gt_file])
             )
+
+    def exclude(self, path, reason):
+        """Leave an image out of the scores (unreadable, or its GT does not fit); `evaluate` reports how many."""
+        self._excluded[str(path)] = " ".join(str(reason).split())
+        FAULTS.record(path, reason)
 
     def process(self, inputs, outputs):
         for input_dict, output in zip(inputs, outputs):
@@ -208,40 +222,60 @@ class FocusEvaluator(DatasetEvaluator):
             todo = [p for p in self.protocols if record_id not in self._records[p]]
             if not todo:
                 continue
+            if "bad_file" in input_dict:  # unreadable image (focus.data.faults.ExcludeBadSamples)
+                self.exclude(input_dict["bad_file"], input_dict.get("reason", "unreadable"))
+                continue
             gt_file = self._gt_file(input_dict)
             if gt_file is None:  # an unannotated video frame
                 continue
-            gt = read_mask(gt_file)
-            where = input_dict.get("file_name", record_id)
-            for p in todo:
-                if p == "vos":
-                    mask = _binary_output(output)
-                    self._check_size(mask, gt, f"mask of {where}", gt_file)
-                    soft = _soft_output(output) if "foreground" in output else None
-                    if soft is not None:
-                        self._check_size(soft, gt, f"foreground map of {where}", gt_file)
-                    record = vos_frame_metrics(mask, gt, soft=soft)
-                else:
-                    if p in ("standard", "dis"):
-                        pred = _soft_output(output)
-                        self._check_size(pred, gt, f"foreground map of {where}", gt_file)
-                    else:
-                        pm = _binary_output(output)
-                        self._check_size(pm, gt, f"mask of {where}", gt_file)
-                        pred = pm.astype(np.uint8) * 255
-                    record = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
+            try:
+                gt = read_mask(gt_file)
+                records = self._score(input_dict, output, record_id, todo, gt, gt_file)
+            except BadFileError as e:  # unreadable GT, or a GT that does not fit its image: excluded, reported
+                self.exclude(e.path or gt_file, e)
+                continue
+            for p, record in records.items():  # all protocols or none
                 self._records[p][record_id] = record
                 self._append(p, record_id, record)
 
+    def _score(self, input_dict, output, record_id, todo, gt, gt_file):
+        """`{protocol: record}` of one prediction; raises `BadFileError` if the GT does not fit the image."""
+        where = input_dict.get("file_name", record_id)
+        records = {}
+        for p in todo:
+            if p == "vos":
+                mask = _binary_output(output)
+                self._check_size(mask, gt, f"mask of {where}", gt_file, input_dict)
+                soft = _soft_output(output) if "foreground" in output else None
+                if soft is not None:
+                    self._check_size(soft, gt, f"foreground map of {where}", gt_file, input_dict)
+                records[p] = vos_frame_metrics(mask, gt, soft=soft)
+            else:
+                if p in ("standard", "dis"):
+                    pred = _soft_output(output)
+                    self._check_size(pred, gt, f"foreground map of {where}", gt_file, input_dict)
+                else:
+                    pm = _binary_output(output)
+                    self._check_size(pm, gt, f"mask of {where}", gt_file, input_dict)
+                    pred = pm.astype(np.uint8) * 255
+                records[p] = score_pair(pred, gt, p, self.task, dataset_name=self.dataset_name)
+        return records
+
     # ---------------------------------------------------------------- results
     def evaluate(self):
-        records = self._records
+        records, excluded = self._records, self._excluded
         if comm.get_world_size() > 1:
             comm.synchronize()
-            gathered = comm.gather(records, dst=0)
+            gathered = comm.gather((records, excluded), dst=0)
             if not comm.is_main_process():
                 return {}
-            records = {p: dict(itertools.chain.from_iterable(g[p].items() for g in gathered)) for p in self.protocols}
+            records = {p: dict(itertools.chain.from_iterable(g[0][p].items() for g in gathered))
+                       for p in self.protocols}
+            excluded = dict(itertools.chain.from_iterable(g[1].items() for g in gathered))
+        if excluded:
+            listed = "; ".join(f"{p} ({r})" for p, r in sorted(excluded.items())[:10])
+            print(f"{self.dataset_name}: {len(excluded)} image(s) excluded from the scores (unreadable, or a GT "
+                  f"that does not fit): {listed}" + (" ..." if len(excluded) > 10 else ""), flush=True)
         if not any(records.values()):
             logger.warning(f"FocusEvaluator on {self.dataset_name}: no image was scored")
             return OrderedDict()
@@ -257,8 +291,9 @@ class FocusEvaluator(DatasetEvaluator):
                     logger.warning(f"{self.dataset_name}: {len(res['missing'])} selected frame(s) without a "
                                    f"prediction were left out: {res['missing'][:10]}")
             else:
-                res = result_dict(records[p], p, self.task, dataset=self.dataset_name)
-            title = f"{self.dataset_name}: {p} protocol ({res['num_images']} images)"
+                res = result_dict(records[p], p, self.task, dataset=self.dataset_name, excluded=dict(excluded))
+            title = f"{self.dataset_name}: {p} protocol ({res['num_images']} images" + (
+                f", {len(excluded)} excluded)" if excluded else ")")
             if p == "focus":
                 title += "  [official names; BER = 0.75 x true BER in %, docs/focus.md#q1]"
             if p == "vos":
@@ -287,25 +322,23 @@ class FocusEvaluator(DatasetEvaluator):
         return sequences
 
     def _write(self, protocol, res, names):
+        """The summary JSON/CSV and the per-image (and per-sequence) CSVs, each written atomically: complete or
+        absent, even after Ctrl-C."""
         base = Path(self.output_dir) / f"{safe_name(self.dataset_name)}_{protocol}"
-        with open(f"{base}.json", "w") as fh:
-            json.dump(json_safe(res), fh, indent=1)
-        with open(f"{base}.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["dataset"] + names)
-            w.writerow([self.dataset_name] + [res["metrics"][n] for n in names])
-        with open(f"{base}_per_image.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            cols = ["J", "F"] + names[len(VOS_METRICS):] if protocol == "vos" else names
-            w.writerow(["image_id"] + cols)
-            for image_id, r in res["per_image"].items():
-                w.writerow([image_id] + [r.get(n, math.nan) for n in cols])
+
+        def csv_rows(rows):
+            return lambda fh: csv.writer(fh).writerows(rows)
+
+        atomic_write(f"{base}.json", lambda fh: json.dump(json_safe(res), fh, indent=1), mode="w")
+        atomic_write(f"{base}.csv", csv_rows([["dataset"] + names,
+                                              [self.dataset_name] + [res["metrics"][n] for n in names]]), mode="w")
+        cols = ["J", "F"] + names[len(VOS_METRICS):] if protocol == "vos" else names
+        rows = [["image_id"] + cols] + [[i] + [r.get(n, math.nan) for n in cols] for i, r in res["per_image"].items()]
+        atomic_write(f"{base}_per_image.csv", csv_rows(rows), mode="w")
         if protocol == "vos":
-            with open(f"{base}_per_sequence.csv", "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["sequence"] + names + ["num_frames"])
-                for seq, r in res["per_sequence"].items():
-                    w.writerow([seq] + [r[n] for n in names] + [r["num_frames"]])
+            rows = [["sequence"] + names + ["num_frames"]] + [
+                [seq] + [r[n] for n in names] + [r["num_frames"]] for seq, r in res["per_sequence"].items()]
+            atomic_write(f"{base}_per_sequence.csv", csv_rows(rows), mode="w")
 
 
 def build_evaluator(cfg, dataset_name, output_dir=None):

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..data.io import MASK_EXTENSIONS, list_files_by_stem, read_mask
+from ..errors import BadFileError, DatasetError
 from .metrics import CONVENTIONS, DIS_METRICS, FOCUS_METRICS, VOS_METRICS, aggregate, dis_image_metrics, \
     focus_image_metrics, frame_sort_key, standard_image_metrics, standard_metric_names, vos_aggregate, \
     vos_frame_metrics
@@ -35,7 +36,7 @@ def protocol_metric_names(protocol, task=None):
         return list(DIS_METRICS)
     if protocol == "vos":
         return list(VOS_METRICS) + list(standard_metric_names("vos"))
-    raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {IMAGE_PROTOCOLS + ('vos',)}")
+    raise DatasetError(f"Unknown evaluation protocol {protocol!r}; expected one of {IMAGE_PROTOCOLS + ('vos',)}")
 
 
 def score_pair(pred, gt, protocol="standard", task=None, dataset_name=None):
@@ -50,7 +51,7 @@ def score_pair(pred, gt, protocol="standard", task=None, dataset_name=None):
     if protocol == "focus":
         # the official evaluator skips BER/F1/AUC on PASCAL-S by dataset name (docs/evaluation.md#focus-evaluator)
         return focus_image_metrics(np.asarray(pred) > 128, gt, with_ber_f1_auc=dataset_name != "pascal")
-    raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {IMAGE_PROTOCOLS}")
+    raise DatasetError(f"Unknown evaluation protocol {protocol!r}; expected one of {IMAGE_PROTOCOLS}")
 
 
 def public_record(record):
@@ -82,20 +83,33 @@ def score_folder(pred_dir, gt_dir, protocol="standard", task=None):
     and ``extra`` (lists of stems).
     """
     if protocol not in IMAGE_PROTOCOLS:
-        raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {IMAGE_PROTOCOLS} "
+        raise DatasetError(f"Unknown evaluation protocol {protocol!r}; expected one of {IMAGE_PROTOCOLS} "
                          "(video: score_video_folder)")
     preds = list_files_by_stem(pred_dir, MASK_EXTENSIONS)
     gts = list_files_by_stem(gt_dir, MASK_EXTENSIONS)
     if not gts:
-        raise ValueError(f"No GT masks ({', '.join(MASK_EXTENSIONS)}) in {gt_dir}")
-    records, resized = {}, []
-    for stem in sorted(set(preds) & set(gts)):
-        gt = read_mask(gts[stem])
-        pred = read_mask(preds[stem])
+        raise DatasetError(f"no GT masks ({', '.join(MASK_EXTENSIONS)}) in {gt_dir}; check --gt")
+    if not preds:
+        raise DatasetError(f"no predictions ({', '.join(MASK_EXTENSIONS)}) in {pred_dir}; check --pred")
+    common = sorted(set(preds) & set(gts))
+    if not common:
+        raise DatasetError(f"no prediction in {pred_dir} has the name (stem) of a GT mask in {gt_dir} (e.g. "
+                           f"{sorted(preds)[0]!r} vs {sorted(gts)[0]!r}); predictions and GT are matched by name")
+    records, resized, excluded = {}, [], {}
+    for stem in common:
+        try:
+            gt = read_mask(gts[stem])
+            pred = read_mask(preds[stem])
+        except BadFileError as e:  # reported and excluded, never fatal
+            excluded[stem] = str(e)
+            continue
         if pred.shape != gt.shape:
             pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
             resized.append(stem)
         records[stem] = score_pair(pred, gt, protocol, task)
+    if not records:
+        raise DatasetError(f"no image could be scored: every prediction or GT file is unreadable (e.g. "
+                           f"{next(iter(excluded.values()))})")
     names = protocol_metric_names(protocol, task)
     return result_dict(
         records, protocol, task,
@@ -104,6 +118,7 @@ def score_folder(pred_dir, gt_dir, protocol="standard", task=None):
         resized=resized,
         missing=sorted(set(gts) - set(preds)),
         extra=sorted(set(preds) - set(gts)),
+        excluded=excluded,
     )
 
 
@@ -153,10 +168,12 @@ def score_video_folder(pred_dir, gt_dir, vsod=True, uint8_ids=True, bound_th=0.0
     resized to the GT (bilinear on the 8-bit map, then binarised) and listed under ``"resized"``.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise DatasetError(f"GT folder {gt_dir} does not exist; check --gt")
     seqs = sorted(p.name for p in gt_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not seqs:
-        raise ValueError(f"No <sequence> folders in {gt_dir}")
-    records, sequences, resized, extra_seqs = {}, {}, [], []
+        raise DatasetError(f"no <sequence> folders in {gt_dir}; check --gt")
+    records, sequences, resized, extra_seqs, excluded = {}, {}, [], [], {}
     for seq in seqs:
         gts = list_files_by_stem(_gt_sequence_dir(gt_dir, seq), MASK_EXTENSIONS)
         if not gts:
@@ -166,7 +183,11 @@ def score_video_folder(pred_dir, gt_dir, vsod=True, uint8_ids=True, bound_th=0.0
         for frame in sorted(gts, key=frame_sort_key)[1:-1]:
             if frame not in preds:
                 continue
-            gt, pred = read_mask(gts[frame]), read_mask(preds[frame])
+            try:
+                gt, pred = read_mask(gts[frame]), read_mask(preds[frame])
+            except BadFileError as e:  # reported and excluded, never fatal
+                excluded[f"{seq}/{frame}"] = str(e)
+                continue
             if pred.shape != gt.shape:
                 pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
                 resized.append(f"{seq}/{frame}")
@@ -174,7 +195,7 @@ def score_video_folder(pred_dir, gt_dir, vsod=True, uint8_ids=True, bound_th=0.0
     if pred_dir.is_dir():
         extra_seqs = sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and p.name not in sequences)
     return vos_result_dict(records, sequences, uint8_ids=uint8_ids, vsod=vsod, pred_dir=str(pred_dir),
-                           gt_dir=str(gt_dir), resized=resized, extra=extra_seqs)
+                           gt_dir=str(gt_dir), resized=resized, extra=extra_seqs, excluded=excluded)
 
 
 def format_table(rows, names, title=None):
