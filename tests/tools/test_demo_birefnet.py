@@ -6,7 +6,6 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.mark.slow  # 3 images up to 2748x2658 read, predicted and rendered 4 ways: 20-90 s on 2 shared cores
 @pytest.mark.parametrize("tiled", [False, True])
 def test_demo_writes_every_output_on_dis5k(shared_data, load_tool, tmp_path, tiled):
     from focus.data.io import read_image_size
