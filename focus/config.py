@@ -183,6 +183,12 @@ def _add_cliprefiner_config(cfg):
     c.FIX_LOSS_TARGET = False
     # focus: a local CLIP state dict (OpenAI or open_clip layout) to initialise the tower; "" = random
     c.WEIGHTS = ""
+    # focus: accept a CLIP tower with random weights in training (tests, the quick start); otherwise training with
+    # CLIP enabled stops unless WEIGHTS or MODEL.WEIGHTS provides the tower
+    c.ALLOW_RANDOM_WEIGHTS = False
+    # focus: compute loss_clip in fp32 under mixed precision (official: in the autocast dtype, whose rounding of
+    # logits up to ~7e3 is coarse); no effect without autocast
+    c.LOSS_FP32 = False
 
 
 def _add_focus_extras(cfg):
@@ -217,6 +223,8 @@ def _add_focus_extras(cfg):
     cfg.SOLVER.EPOCH_STEP_GAMMA = 0.1
     cfg.SOLVER.EPOCH_COSINE_T_MAX = 20
     cfg.SOLVER.EPOCH_COSINE_ETA_MIN = 0.0
+    # "PeriodicCosineLR": CosineAnnealingLR(EPOCH_COSINE_T_MAX, EPOCH_COSINE_ETA_MIN) stepped before every epoch of
+    # EPOCH_ITERS iterations and continued past T_max (periodic), without step decay (docs/ws_sam.md#q7)
 
 
 def get_focus_cfg(config_file=None, opts=()):
@@ -293,6 +301,8 @@ def add_focus_config(cfg):
 
     add_birefnet_config(cfg)
     from .modeling.run.config import add_run_config
+    from .modeling.ws_sam.config import add_ws_sam_config
 
     add_run_config(cfg)
+    add_ws_sam_config(cfg)
     return cfg

@@ -39,6 +39,12 @@ class ConversionError(UserError, KeyError, ValueError):
     def __str__(self):
         return str(self.args[0]) if self.args else ""
 
+MISSING_RESNET50_WARNING = (
+    "=" * 100 + "\n"
+    "WARNING: no --resnet50 given: the edge prior's ResNet-50 trunk (backbone.edge.*) will start from RANDOM\n"
+    "weights. The official recipe initialises it from torchvision's ImageNet ResNet-50 (IMAGENET1K_V1,\n"
+    "resnet50-0676ba61.pth); pass it with --resnet50 to train as the official code does.\n" + "=" * 100
+)
 DROPPED = ("register_tokens", "mask_token", "norm.weight", "norm.bias")
 _TOP = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
 _BLOCK = re.compile(
@@ -121,6 +127,8 @@ def main(argv=None):
     if args.resnet50:
         sd = _unwrap(load_state_file(args.resnet50), args.resnet50)
         model.update(convert_resnet50(sd, source=args.resnet50))
+    else:
+        print(MISSING_RESNET50_WARNING, file=sys.stderr)
     save(model, args.dst)
     n = sum(v.numel() for v in model.values())
     print(f"wrote {len(model)} tensors ({n / 1e6:.1f} M values) to {args.dst}")

@@ -304,6 +304,13 @@ def ensure_registered(name):
             raise DatasetError(f"Dataset name {name!r}: expected 'folder:<task>:<image_root>:<mask_root>'")
         _, task, image_root, mask_root = parts
         return register_folder_dataset(name, image_root, mask_root, task)
+    if name.startswith("weak:"):  # weak:<image_root>:<sparse_root>[:<pseudo_dir>] (focus.data.sparse)
+        from .sparse import register_sparse_dataset
+
+        parts = name.split(":")
+        if len(parts) not in (3, 4):
+            raise DatasetError(f"Dataset name {name!r}: expected 'weak:<image_root>:<sparse_root>[:<pseudo_dir>]'")
+        return register_sparse_dataset(name, *parts[1:])
     raise UnknownNameError(
         f"Dataset '{name}' is not registered. Known: {', '.join(sorted(BUILTIN_DATASETS))}; or use "
         f"'folder:<task>:<image_root>:<mask_root>' or focus.data.register_folder_dataset()"

@@ -3,7 +3,13 @@ import math
 
 import torch
 
-__all__ = ["LR_SCHEDULERS", "EpochStepDecayRecursiveCosineLR", "epoch_step_decay_recursive_cosine", "build_lr_scheduler"]
+__all__ = [
+    "LR_SCHEDULERS",
+    "EpochStepDecayRecursiveCosineLR",
+    "epoch_step_decay_recursive_cosine",
+    "PeriodicCosineLR",
+    "build_lr_scheduler",
+]
 
 
 def epoch_step_decay_recursive_cosine(base_lr, epochs, step_decay, gamma, t_max, eta_min):
@@ -47,7 +53,30 @@ class EpochStepDecayRecursiveCosineLR(torch.optim.lr_scheduler.LRScheduler):
         return [b * factor for b in self.base_lrs]
 
 
-LR_SCHEDULERS = {"EpochStepDecayRecursiveCosineLR"}
+class PeriodicCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """PyTorch's `CosineAnnealingLR(t_max, eta_min)` stepped once at the *start* of every epoch of `epoch_iters`
+    iterations and continued past `t_max`: constant within an epoch, the lr of epoch e (1-based) is
+    `eta_min + (base - eta_min) (1 + cos(pi e / t_max)) / 2`, so it goes down to `eta_min` and back up every
+    `2 t_max` epochs (WS-SAM's official schedule, docs/ws_sam.md#q7). Each group keeps its ratio to the base lr."""
+
+    def __init__(self, optimizer, epoch_iters, t_max, eta_min, last_epoch=-1):
+        if epoch_iters <= 0 or t_max <= 0:
+            raise ValueError(f"SOLVER.EPOCH_ITERS and SOLVER.EPOCH_COSINE_T_MAX must be > 0, got {epoch_iters}, {t_max}")
+        self.epoch_iters, self.t_max, self.eta_min = epoch_iters, t_max, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, iteration, base):
+        epoch = iteration // self.epoch_iters + 1
+        lr = self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch / self.t_max)) / 2
+        return lr / base
+
+    def get_lr(self):
+        base = max(self.base_lrs)
+        f = self.factor(self.last_epoch, base)
+        return [b * f for b in self.base_lrs]
+
+
+LR_SCHEDULERS = {"EpochStepDecayRecursiveCosineLR", "PeriodicCosineLR"}
 
 
 def build_lr_scheduler(cfg, optimizer):
@@ -57,4 +86,7 @@ def build_lr_scheduler(cfg, optimizer):
         s = cfg.SOLVER
         return EpochStepDecayRecursiveCosineLR(optimizer, s.MAX_ITER, s.EPOCH_ITERS, s.EPOCH_STEP_DECAY,
                                                s.EPOCH_STEP_GAMMA, s.EPOCH_COSINE_T_MAX, s.EPOCH_COSINE_ETA_MIN)
+    if name == "PeriodicCosineLR":
+        s = cfg.SOLVER
+        return PeriodicCosineLR(optimizer, s.EPOCH_ITERS, s.EPOCH_COSINE_T_MAX, s.EPOCH_COSINE_ETA_MIN)
     raise KeyError(f"SOLVER.LR_SCHEDULER_NAME {name!r} is not one of {sorted(LR_SCHEDULERS)}")

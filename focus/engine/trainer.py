@@ -54,6 +54,8 @@ __all__ = [
     "setup_cfg",
     "check_device",
     "store_frozen_in",
+    "weights_loaded",
+    "build_ddp_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,35 @@ def store_frozen_in(model, dtype):
     for m in model.modules():
         if hasattr(m, "store_frozen_in"):
             m.store_frozen_in(dtype)
+    return model
+
+
+def build_ddp_model(model):
+    """`model` wrapped in `DistributedDataParallel` when the world size exceeds 1 (detectron2's `create_ddp_model`,
+    gloo on CPU included), else `model`.
+
+    Buffers are not broadcast (BatchNorm layers either synchronise their statistics or keep them per process, as in
+    the official recipe). CPU models get no `device_ids`. A model whose forward leaves some parameters unused
+    declares it with a truthy `find_unused_parameters` attribute (e.g. FOCUS without its CLIP branch, whose
+    projection heads are built but idle); DDP then looks for them at every step instead of failing at the second.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    device = next(model.parameters()).device
+    unused = bool(getattr(model, "find_unused_parameters", False))
+    kwargs = {"broadcast_buffers": False, "find_unused_parameters": unused}
+    if device.type == "cpu":
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
+
+
+def weights_loaded(model):
+    """Call `model.on_weights_loaded()` (unwrapping DDP) if the model defines it: the hook by which a model refreshes
+    what it derives from its weights after a load. Returns `model`."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    hook = getattr(inner, "on_weights_loaded", None)
+    if callable(hook):
+        hook()
     return model
 
 
@@ -331,7 +362,7 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = build_ddp_model(model)
         if cfg.SOLVER.AMP.ENABLED:
             device_type = torch.device(cfg.MODEL.DEVICE).type
             store_frozen_in(model, amp_dtype(cfg, device_type))
@@ -410,16 +441,19 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         """detectron2's, plus: a resumed run follows this config's `SOLVER.MAX_ITER` (the checkpointed schedule
-        remembers the length it was built with, and a poly schedule past its end raises)."""
+        remembers the length it was built with, and a poly schedule past its end raises); then
+        `weights_loaded(model)`: models refresh what they derive from their weights (e.g. cached features) now that
+        the checkpoint is in."""
         super().resume_or_load(resume=resume)
         if hasattr(self.scheduler, "max_iters"):
             self.scheduler.max_iters = self.max_iter
+        weights_loaded(self.model)
 
     @classmethod
     def load_weights(cls, cfg, model):
         """Load `MODEL.WEIGHTS` (an official or `focus` checkpoint, or a bare state dict) into `model`."""
         AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-        return model
+        return weights_loaded(model)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

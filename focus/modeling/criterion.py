@@ -3,6 +3,8 @@ classification, box (L1 + GIoU) losses, and the unmatched CLIP contrastive disti
 with deep supervision over the auxiliary decoder outputs.
 """
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from detectron2.projects.point_rend.point_features import (
@@ -33,21 +35,26 @@ def sigmoid_ce_loss(inputs, targets, num_masks):
     return loss.mean(1).sum() / num_masks
 
 
-def clip_contrastive_loss(image_features, text_features, temperature=CLIP_TEMPERATURE, fix_target=False):
+def clip_contrastive_loss(image_features, text_features, temperature=CLIP_TEMPERATURE, fix_target=False, fp32=False):
     """CLIP-style contrastive loss between the projected region and text features (docs/focus.md#clip-loss).
 
     Per image: `logits = T Iᵀ / τ`, soft targets `softmax((I Iᵀ + T Tᵀ) / 2 · τ)` (official: multiplied by
     τ, docs/focus.md#q8; `fix_target=True` divides by τ instead), symmetric soft cross-entropy averaged over
-    the queries, then over the batch. Features are not L2-normalised (they are LayerNorm outputs). Computed
-    in fp32 with autocast off (logits reach ~|T||I|/τ ≈ 7·10³).
+    the queries, then over the batch. Features are not L2-normalised (they are LayerNorm outputs).
+
+    Precision: by default as the official code runs it, i.e. under the caller's autocast (mixed-precision
+    training rounds the three matrix products, and thus logits of up to |T||I|/τ ≈ 7·10³, to fp16/bf16;
+    docs/focus.md#t8). `fp32=True` (`MODEL.CLIP_REFINER.LOSS_FP32`) computes it in fp32 with autocast
+    off. Without autocast both are the same fp32 computation.
 
     Args:
         image_features, text_features: `(B, Q, E)`.
     Returns:
-        scalar loss (fp32).
+        scalar loss.
     """
-    with torch.autocast(device_type=image_features.device.type, enabled=False):
-        img, txt = image_features.float(), text_features.float()
+    context = torch.autocast(device_type=image_features.device.type, enabled=False) if fp32 else nullcontext()
+    with context:
+        img, txt = (image_features.float(), text_features.float()) if fp32 else (image_features, text_features)
         logits = txt @ img.transpose(1, 2) / temperature
         sim = (img @ img.transpose(1, 2) + txt @ txt.transpose(1, 2)) / 2
         targets = F.softmax(sim / temperature if fix_target else sim * temperature, dim=-1)
@@ -93,6 +100,7 @@ class SetCriterion(nn.Module):
         oversample_ratio,
         importance_sample_ratio,
         fix_clip_target=False,
+        clip_loss_fp32=False,
     ):
         """
         Args:
@@ -103,6 +111,7 @@ class SetCriterion(nn.Module):
             losses: subset of `["masks", "labels", "clip", "boxes"]`, computed in this order.
             num_points, oversample_ratio, importance_sample_ratio: PointRend point sampling of the mask losses.
             fix_clip_target: divide the contrastive target similarity by τ (docs/focus.md#q8 fix).
+            clip_loss_fp32: compute `loss_clip` in fp32 under autocast (official: in the autocast dtype).
         """
         super().__init__()
         unknown = set(losses) - set(self._LOSSES)
@@ -117,6 +126,7 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.fix_clip_target = fix_clip_target
+        self.clip_loss_fp32 = clip_loss_fp32
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
@@ -140,7 +150,7 @@ class SetCriterion(nn.Module):
         target_classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(src_logits.shape[:2], self.num_classes, dtype=torch.int64, device=src_logits.device)
         target_classes[idx] = target_classes_o.to(src_logits.device)
-        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight)
+        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight.to(src_logits.dtype))
         return {"loss_ce": loss_ce}
 
     def loss_masks(self, outputs, targets, indices, num_masks):
@@ -187,7 +197,8 @@ class SetCriterion(nn.Module):
         """`loss_clip` between `pred_queries["image_features"]` and `["text_features"]` (docs/focus.md#clip-loss)."""
         queries = outputs["pred_queries"]
         loss = clip_contrastive_loss(
-            queries["image_features"], queries["text_features"], fix_target=self.fix_clip_target
+            queries["image_features"], queries["text_features"], fix_target=self.fix_clip_target,
+            fp32=self.clip_loss_fp32,
         )
         return {"loss_clip": loss}
 
@@ -235,5 +246,6 @@ class SetCriterion(nn.Module):
             f"SetCriterion(num_classes={self.num_classes}, losses={self.losses}, eos_coef={self.eos_coef}, "
             f"num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
             f"importance_sample_ratio={self.importance_sample_ratio}, fix_clip_target={self.fix_clip_target}, "
+            f"clip_loss_fp32={self.clip_loss_fp32}, "
             f"matcher={self.matcher!r})"
         )

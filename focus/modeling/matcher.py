@@ -65,6 +65,7 @@ class HungarianMatcher(nn.Module):
         """
         cost_class = -logits.float().softmax(-1)[:, tgt_labels]
         masks, tgt_masks = masks.float()[:, None], tgt_masks.float()[:, None]
+        coords = coords.float()
         out_pts = point_sample(masks, coords.repeat(masks.shape[0], 1, 1), align_corners=False).squeeze(1)
         tgt_pts = point_sample(tgt_masks, coords.repeat(tgt_masks.shape[0], 1, 1), align_corners=False).squeeze(1)
         return (

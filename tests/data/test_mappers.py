@@ -100,3 +100,64 @@ def test_test_mapper_resize(tmp_path):
     assert out["sem_seg_file_name"] == d["sem_seg_file_name"] and out["image_id"] == "x"
     exp = np.asarray(Image.fromarray(img).resize((100, 60), Image.BILINEAR))
     np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), exp)
+
+
+def _by_hand(img, mask, seed, short_edges, crop, size):
+    """The official augmentation order written out: resize (PIL bilinear / nearest labels) -> random crop ->
+    SSD colour jitter -> horizontal flip -> fixed padding to `size` (image 128, labels 255)."""
+    import random
+
+    import torch.nn.functional as F
+    from detectron2.projects.point_rend import ColorAugSSDTransform
+
+    np.random.seed(seed)
+    random.seed(seed)
+    h, w = mask.shape
+    short = np.random.choice(short_edges)
+    scale = short / min(h, w)
+    newh, neww = int(h * scale + 0.5), int(w * scale + 0.5)
+    image = np.asarray(Image.fromarray(img).resize((neww, newh), Image.BILINEAR))
+    labels = np.where(mask > 128, 0, 1).astype(np.float64)
+    labels = F.interpolate(torch.from_numpy(labels)[None, None], size=(newh, neww), mode="nearest")[0, 0].numpy()
+    y0 = np.random.randint(newh - crop + 1)
+    x0 = np.random.randint(neww - crop + 1)
+    image, labels = image[y0:y0 + crop, x0:x0 + crop], labels[y0:y0 + crop, x0:x0 + crop]
+    image = ColorAugSSDTransform(img_format="RGB").apply_image(image.copy())  # python `random` draws
+    flipped = np.random.uniform(0.0, 1.0) < 0.5
+    if flipped:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    out_img = np.full((size, size, 3), 128, np.uint8)
+    out_lab = np.full((size, size), 255, np.int64)
+    out_img[:crop, :crop], out_lab[:crop, :crop] = image, labels
+    return out_img, out_lab, flipped, (short, y0, x0)
+
+
+def test_augmentation_order_and_values_for_fixed_seeds(tmp_path):
+    """Mapper output for fixed seeds equals the official order computed by hand (and not, e.g., a flip before the
+    crop): resize, crop, colour, flip, then the fixed 512-style padding. docs/focus.md#t10"""
+    import random
+
+    d, img, mask = _pair(tmp_path, 45, 60, (10, 30, 12, 40))
+    cfg = add_focus_config(get_cfg())
+    cfg.INPUT.MIN_SIZE_TRAIN = (30, 36, 40)
+    cfg.INPUT.MAX_SIZE_TRAIN = 1000
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute"
+    cfg.INPUT.CROP.SIZE = (24, 24)
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    cfg.INPUT.COLOR_AUG_SSD = True
+    cfg.INPUT.SIZE_DIVISIBILITY = 32
+    cfg.INPUT.FORMAT = "RGB"
+    mapper = FocusDatasetMapper(cfg, True)
+    seen_flips = set()
+    for seed in range(6):
+        np.random.seed(seed)
+        random.seed(seed)
+        out = mapper(d)
+        exp_img, exp_lab, flipped, params = _by_hand(img, mask, seed, cfg.INPUT.MIN_SIZE_TRAIN, 24, 32)
+        seen_flips.add(flipped)
+        np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), exp_img, err_msg=f"seed {seed} {params}")
+        np.testing.assert_array_equal(out["sem_seg"].numpy(), exp_lab, err_msg=f"seed {seed} {params}")
+        if flipped:  # a flip before the crop would have picked another window
+            assert not np.array_equal(out["sem_seg"].numpy()[:24, :24], exp_lab[:24, :24][:, ::-1])
+    assert seen_flips == {True, False}

@@ -9,7 +9,13 @@ import torch
 
 import focus.modeling.criterion as criterion_mod
 from focus.modeling.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
-from focus.modeling.criterion import SetCriterion, clip_contrastive_loss, dice_loss, sigmoid_ce_loss
+from focus.modeling.criterion import (
+    CLIP_TEMPERATURE,
+    SetCriterion,
+    clip_contrastive_loss,
+    dice_loss,
+    sigmoid_ce_loss,
+)
 from focus.modeling.matcher import HungarianMatcher
 
 
@@ -247,12 +253,26 @@ def test_bf16_autocast_cpu():
     assert torch.isfinite(outputs["pred_masks"].grad).all()
 
 
-def test_loss_clip_fp32_under_autocast_and_unknown_loss_name():
+def test_loss_clip_precision_under_autocast_and_unknown_loss_name():
+    """Default: the official precision, i.e. the products (logits up to |T||I|/τ) in the autocast dtype;
+    `fp32=True` (MODEL.CLIP_REFINER.LOSS_FP32) is the fp32 loss whatever the autocast."""
     g = torch.Generator().manual_seed(5)
     img, txt = torch.randn(2, 2, 512, generator=g), torch.randn(2, 2, 512, generator=g)
     ref = clip_contrastive_loss(img, txt)
+    # the official computation on bf16-rounded products, by hand
+    ib, tb = img.bfloat16(), txt.bfloat16()
+    logits = (tb @ ib.transpose(1, 2) / CLIP_TEMPERATURE).float()
+    sim = ((ib @ ib.transpose(1, 2) + tb @ tb.transpose(1, 2)) / 2 * CLIP_TEMPERATURE).float()
+    targets = sim.softmax(-1)
+    lt = -(targets * logits.log_softmax(-1)).sum(-1)
+    li = -(targets.transpose(1, 2) * logits.transpose(1, 2).log_softmax(-1)).sum(-1)
+    by_hand = ((li + lt) / 2).mean()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = clip_contrastive_loss(img, txt)
-    assert got.dtype == torch.float32 and got.item() == ref.item()
+        official = clip_contrastive_loss(img, txt)
+        fp32 = clip_contrastive_loss(img, txt, fp32=True)
+    assert fp32.dtype == torch.float32 and fp32.item() == ref.item()
+    assert official.item() != ref.item()
+    assert official.float().item() == pytest.approx(by_hand.item(), rel=2e-2)
+    assert abs(official.float().item() - by_hand.item()) < abs(ref.item() - by_hand.item())
     with pytest.raises(ValueError, match="cosine"):
         make_criterion(FixedMatcher([[0]]), losses=["cosine"])

@@ -33,8 +33,8 @@ def _compare(ours, ref):
 def _build_on_meta(config, monkeypatch, clip):
     # open_clip moves the CLIP tower to "cpu" unless told otherwise; keep it on the meta device
     monkeypatch.setattr(open_clip, "create_model", functools.partial(open_clip.create_model, device="meta"))
-    cfg = get_focus_cfg(ROOT / config, ["MODEL.CLIP_REFINER.ENABLED", clip, "MODEL.DEVICE", "meta",
-                                        "MODEL.WEIGHTS", ""])
+    cfg = get_focus_cfg(ROOT / config, ["MODEL.CLIP_REFINER.ENABLED", clip, "MODEL.CLIP_REFINER.WEIGHTS", "",
+                                        "MODEL.DEVICE", "meta", "MODEL.WEIGHTS", ""])
     with torch.device("meta"):
         return build_model(cfg)
 

@@ -139,3 +139,19 @@ def test_cli(layouts, tmp_path, capsys, tool):
     data = torch.load(tmp_path / "out.pth")
     assert data["matching_heuristics"] is False and data["__author__"] == "focus"
     assert "backbone.edge.conv1.weight" in data["model"] and "backbone.pos_embed" in data["model"]
+
+
+def test_cli_without_resnet50_warns_loudly(layouts, tmp_path, capsys, tool):
+    src = _synthetic_dinov2(layouts["vits14_reg4"])
+    torch.save(src, tmp_path / "dinov2.pth")
+    assert tool.main([str(tmp_path / "dinov2.pth"), str(tmp_path / "out.pth")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: no --resnet50" in err and "RANDOM" in err
+    assert not any(k.startswith("backbone.edge.") for k in torch.load(tmp_path / "out.pth")["model"])
+    tool.main([str(tmp_path / "dinov2.pth"), str(tmp_path / "out.pth"), "--resnet50", str(_resnet(tmp_path))])
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def _resnet(tmp_path):
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "resnet.pth")
+    return tmp_path / "resnet.pth"

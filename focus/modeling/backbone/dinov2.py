@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from detectron2.config import configurable
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
+from ...layers.batch_norm import SyncBatchNorm2d
 from ...layers.inplace import add_interpolated_, add_upsample_2x2_, batch_norm_inplace_
 from .adapter import InteractionBlockWithCls, deform_inputs
 from .edge_prior import EdgePriorModule, edge_overlay
@@ -161,11 +162,13 @@ class D2DINOV2(Backbone):
             ]
         )
         self.up = nn.ConvTranspose2d(embed_dim, embed_dim, 2, 2)
-        # SyncBatchNorm in the official code (docs/focus.md#q21); BatchNorm2d has the same keys and eval numerics
-        self.norm1 = nn.BatchNorm2d(embed_dim)
-        self.norm2 = nn.BatchNorm2d(embed_dim)
-        self.norm3 = nn.BatchNorm2d(embed_dim)
-        self.norm4 = nn.BatchNorm2d(embed_dim)
+        # SyncBatchNorm in the official code: statistics over all processes in multi-process training, BatchNorm2d
+        # otherwise (same keys); docs/focus.md#q21,
+        # docs/focus.md#t6
+        self.norm1 = SyncBatchNorm2d(embed_dim)
+        self.norm2 = SyncBatchNorm2d(embed_dim)
+        self.norm3 = SyncBatchNorm2d(embed_dim)
+        self.norm4 = SyncBatchNorm2d(embed_dim)
 
         self._out_features = list(out_features)
         strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
@@ -236,6 +239,11 @@ class D2DINOV2(Backbone):
         # then runs in the parameters' dtype (reduced-precision inference casts the weights, not the input)
         dtype = self.pos_embed.dtype
         edge_in = edge_overlay(x, self.pixel_mean, self.pixel_std, from_rgb=self.edge_from_rgb).to(dtype)
+        if self.edge.training:
+            # the overlay comes back channels-last (from HWC numpy); training-mode BatchNorm reduces channels-last
+            # maps in another order (batch statistics 1e-4 apart); the official edge input is NCHW.
+            # docs/focus.md#t5
+            edge_in = edge_in.contiguous()
         x = x.to(dtype)
         # the stride-4 map is projected to the ViT width at the output pyramid, not here: 4x fewer channels held
         # through the ViT blocks

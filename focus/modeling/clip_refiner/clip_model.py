@@ -56,16 +56,31 @@ def build_clip_model(name="ViT-B/16", mask_prompt_depth=3, weights=""):
     Args:
         name: OpenAI CLIP model name, e.g. "ViT-B/16".
         mask_prompt_depth: number of mask-prompt embeddings (input + the first `depth − 1` blocks).
-        weights: "" for random weights, else a local OpenAI or open_clip state dict (or OpenAI JIT archive).
+        weights: "" for random weights, "openai" for OpenAI's released weights (open_clip's `openai` pretrained
+            tag, downloaded by open_clip into its cache when online), else a local OpenAI or open_clip state dict
+            (or OpenAI JIT archive).
     Returns:
         open_clip `CLIP` with `visual.mask_embedding` `(depth, grid², width)` ~ N(0, 0.02) (docs/focus.md#clip-model:
         FOCUS's MAE-style init; pretrained checkpoints have no such key) and `visual.mask_pool`.
     """
     import open_clip
 
-    model = add_mask_prompt(open_clip.create_model(open_clip_name(name), pretrained=None), mask_prompt_depth)
-    if weights:
-        load_clip_weights(model, weights)
+    arch = open_clip_name(name)
+    if weights == "openai":
+        try:
+            clip = open_clip.create_model(arch, pretrained="openai")
+        except Exception as e:  # noqa: BLE001 -- any download/cache failure gets the same guidance
+            raise RuntimeError(
+                f"MODEL.CLIP_REFINER.WEIGHTS 'openai': open_clip could not fetch OpenAI's {name} weights ({e}). "
+                "Offline, point MODEL.CLIP_REFINER.WEIGHTS to a local copy (OpenAI's ViT-B-16.pt or an open_clip "
+                "state dict), or set it to '' when MODEL.WEIGHTS is a FOCUS checkpoint that contains the tower."
+            ) from e
+        logger.info("Loaded OpenAI's %s weights through open_clip", name)
+        model = add_mask_prompt(clip, mask_prompt_depth)
+    else:
+        model = add_mask_prompt(open_clip.create_model(arch, pretrained=None), mask_prompt_depth)
+        if weights:
+            load_clip_weights(model, weights)
     for pname, param in model.named_parameters():
         param.requires_grad = pname == "visual.mask_embedding"
     return model

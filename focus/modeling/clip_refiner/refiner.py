@@ -45,6 +45,7 @@ class FOCUSCLIPRefiner(nn.Module):
         mask_prompt_depth=3,
         text_templates=VILD_TEMPLATES,
         weights="",
+        allow_random_weights=False,
         mask_prompt_fwd=True,
         fix_region_inputs=False,
         mask_thr=0.5,
@@ -58,7 +59,10 @@ class FOCUSCLIPRefiner(nn.Module):
             clip_model_name: OpenAI CLIP model name ("ViT-B/16").
             mask_prompt_depth: number of mask-prompt embeddings.
             text_templates: templates with one `{}`; text features are averaged over them.
-            weights: "" (random CLIP) or a local CLIP state-dict file.
+            weights: "" (random tower, to be loaded from a FOCUS checkpoint), "openai" (OpenAI's released weights,
+                fetched by open_clip) or a local CLIP state-dict file.
+            allow_random_weights: accept training with a tower that no weights reached (tests, quick start);
+                otherwise the first training forward without loaded tower weights raises (docs/focus.md#t2).
             mask_prompt_fwd: pass the region masks to the visual tower as mask prompts.
             fix_region_inputs: False = official region inputs (double sigmoid, so the mask prompt is inert;
                 CLIP statistics applied to the ImageNet-normalised tensor; docs/focus.md#q7). True = single
@@ -72,6 +76,8 @@ class FOCUSCLIPRefiner(nn.Module):
         if len(prompts) == 0:
             raise ValueError("MODEL.CLIP_REFINER.PROMPTS is empty: one prompt per class is needed for CLIP")
         self.clip_model = build_clip_model(clip_model_name, mask_prompt_depth, weights)
+        self.tower_loaded = bool(weights)  # also set when a state dict with the tower's keys is loaded
+        self.allow_random_weights = allow_random_weights
         embed_dim = self.clip_model.text_projection.shape[1]
         self.non_object_embedding = nn.Parameter(torch.randn(1, embed_dim) * embed_dim**-0.5)
         self.register_buffer("pixel_mean", 255 * torch.tensor(CLIP_PIXEL_MEAN).view(1, 3, 1, 1))
@@ -89,7 +95,10 @@ class FOCUSCLIPRefiner(nn.Module):
         self.input_size = self.clip_model.visual.image_size[0]
         self.text_feature_buffer = {}  # prompt → (E,) fp32, not part of the state dict
         self._low_precision_keys = set()  # keys that `store_frozen_in` narrowed; saved as fp32
+        self._frozen_dtype = None  # dtype of `store_frozen_in`, re-applied after every load
         self._register_state_dict_hook(FOCUSCLIPRefiner._fp32_state_dict_hook)
+        self._register_load_state_dict_pre_hook(self._before_load)
+        self.register_load_state_dict_post_hook(FOCUSCLIPRefiner._after_load)
 
     @classmethod
     def from_config(cls, cfg):
@@ -100,6 +109,7 @@ class FOCUSCLIPRefiner(nn.Module):
             "mask_prompt_depth": c.MASK_PROMPT_DEPTH,
             "text_templates": get_templates(c.TEXT_TEMPLATES, c.PREDEFINED_PROMPT_TEMPLATES),
             "weights": c.WEIGHTS,
+            "allow_random_weights": c.ALLOW_RANDOM_WEIGHTS,
             "mask_prompt_fwd": c.MASK_PROMPT_FWD,
             "fix_region_inputs": c.FIX_REGION_INPUTS,
             "mask_thr": c.MASK_THR,
@@ -134,7 +144,34 @@ class FOCUSCLIPRefiner(nn.Module):
                  if not params[n].requires_grad}
         store_parameters_in(model, names, dtype)
         self._low_precision_keys = {f"clip_model.{n}" for n in names}
+        self._frozen_dtype = dtype
         return self
+
+    def _before_load(self, state_dict, prefix, *args):
+        """A state dict carrying the tower replaces it: mark it loaded, drop the text features of the old tower
+        and store the narrowed matrices in fp32 again so that the loaded values are not rounded."""
+        tower = prefix + "clip_model."
+        if not any(k.startswith(tower) and k != tower + "visual.mask_embedding" for k in state_dict):
+            return
+        self.tower_loaded = True
+        self.text_feature_buffer.clear()
+        if self._low_precision_keys:
+            names = {k[len("clip_model."):] for k in self._low_precision_keys}
+            store_parameters_in(self.clip_model, names, torch.float32)
+            self._low_precision_keys = set()
+
+    @staticmethod
+    def _after_load(self, incompatible_keys):
+        if self._frozen_dtype is not None and not self._low_precision_keys:
+            self.store_frozen_in(self._frozen_dtype)  # text features from the loaded fp32 tower, then narrowed
+
+    def on_weights_loaded(self):
+        """Recompute the text features from the current tower (called after any weight load; the loaders of this
+        package also refresh them through the load hooks). docs/focus.md#t3"""
+        if self._low_precision_keys:
+            return  # narrowed by store_frozen_in: the load hooks refreshed them from the fp32 tower already
+        self.text_feature_buffer.clear()
+        self.get_text_features(self.prompts)
 
     def _fp32_state_dict_hook(self, state_dict, prefix, local_metadata):
         for key in self._low_precision_keys:
@@ -147,7 +184,7 @@ class FOCUSCLIPRefiner(nn.Module):
         Prompt features are computed once (frozen text tower) and cached in `text_feature_buffer`.
         """
         missing = [p for p in dict.fromkeys(prompts) if p not in self.text_feature_buffer]
-        if missing and self.clip_model.text_projection.dtype != torch.float32:
+        if missing and self._low_precision_keys:
             raise RuntimeError(
                 f"CLIP refiner: prompts {missing} were not encoded before store_frozen_in(); the text tower now "
                 f"holds {self.clip_model.text_projection.dtype} weights and the official features are fp32"
@@ -185,6 +222,14 @@ class FOCUSCLIPRefiner(nn.Module):
             appended no-object embedding row is dropped, as in the official decoder).
         All B·Q regions go through CLIP in one batch (docs/focus.md#q26: the official code loops per image).
         """
+        if not (self.tower_loaded or self.allow_random_weights):
+            raise RuntimeError(
+                "CLIP refiner: training with a CLIP tower whose weights were never loaded (loss_clip would distil a "
+                "random embedding space). Set MODEL.CLIP_REFINER.WEIGHTS to 'openai' (OpenAI's ViT-B/16, fetched "
+                "by open_clip) or to a local CLIP state dict, or load a FOCUS checkpoint that contains "
+                "sem_seg_head.predictor.clip_refiner.clip_model.* through MODEL.WEIGHTS; "
+                "MODEL.CLIP_REFINER.ALLOW_RANDOM_WEIGHTS True accepts a random tower (tests, quick start)."
+            )
         b, q = pred_masks.shape[:2]
         size = self.input_size
         weights = torch.sigmoid(10 * F.interpolate(pred_masks, size=(size, size), mode="bilinear", align_corners=False))

@@ -191,6 +191,7 @@ class FOCUS(nn.Module):
             oversample_ratio=mf.OVERSAMPLE_RATIO,
             importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
             fix_clip_target=cfg.MODEL.CLIP_REFINER.FIX_LOSS_TARGET,
+            clip_loss_fp32=cfg.MODEL.CLIP_REFINER.LOSS_FP32,
         )
         return {
             "backbone": backbone,
@@ -271,6 +272,20 @@ class FOCUS(nn.Module):
                 }
             )
         return new_targets
+
+    @property
+    def find_unused_parameters(self):
+        """True when a training forward leaves trainable parameters unused, for DistributedDataParallel: without
+        the CLIP branch the decoder's `image_embed` / `text_embed` heads (always built, checkpoint keys) get no
+        gradient. docs/focus.md#t7"""
+        return getattr(self.sem_seg_head.predictor, "clip_refiner", None) is None
+
+    def on_weights_loaded(self):
+        """Called by the trainer after every weight load (build, `resume_or_load`): submodules with their own
+        `on_weights_loaded` (the CLIP refiner's cached text features) refresh what they derived from weights."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "on_weights_loaded"):
+                module.on_weights_loaded()
 
     def _forward_inference(self, batched_inputs, images):
         features = self.backbone(images.tensor)  # fp32 input: the backbone casts after the edge overlay

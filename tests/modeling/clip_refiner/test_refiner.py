@@ -30,7 +30,8 @@ PROMPTS = [
 @pytest.fixture
 def refiner(monkeypatch, tiny_clip):
     monkeypatch.setattr(refiner_mod, "build_clip_model", lambda name, depth, weights: tiny_clip(depth))
-    r = FOCUSCLIPRefiner(prompts=PROMPTS, text_templates=("a photo of a {}.", "There is a {} in the scene"))
+    r = FOCUSCLIPRefiner(prompts=PROMPTS, text_templates=("a photo of a {}.", "There is a {} in the scene"),
+                         allow_random_weights=True)
     return r
 
 
@@ -258,3 +259,49 @@ def test_store_frozen_in_bf16_is_bit_identical_under_autocast(refiner):
     assert all(sd_after[k].dtype == v.dtype for k, v in sd_before.items())
     with pytest.raises(RuntimeError, match="not encoded before store_frozen_in"):
         refiner.get_text_features(["a prompt never seen"])
+
+
+def _tower_state(seed, tiny_clip):
+    return {f"clip_model.{k}": v for k, v in tiny_clip(seed=seed).state_dict().items()}
+
+
+def test_training_with_an_unloaded_tower_stops_unless_allowed(monkeypatch, tiny_clip):
+    """docs/focus.md#t2: a random tower is refused in training unless ALLOW_RANDOM_WEIGHTS; loading a
+    state dict that carries the tower (e.g. a FOCUS checkpoint through MODEL.WEIGHTS) counts as loaded."""
+    monkeypatch.setattr(refiner_mod, "build_clip_model", lambda name, depth, weights: tiny_clip(depth))
+    r = FOCUSCLIPRefiner(prompts=PROMPTS, text_templates=("a photo of a {}.",))
+    args = (torch.randn(1, 3, 32, 32), torch.randn(1, 2, 8, 8), torch.randn(1, 2, 3))
+    with pytest.raises(RuntimeError, match="ALLOW_RANDOM_WEIGHTS"):
+        r.region_features(*args)
+    r.load_state_dict(_tower_state(1, tiny_clip), strict=False)
+    assert r.tower_loaded
+    r.region_features(*args)
+    assert FOCUSCLIPRefiner(prompts=PROMPTS, weights="some.pt").tower_loaded  # build_clip_model loaded it
+
+
+def test_text_features_follow_the_loaded_tower(refiner, tiny_clip):
+    """docs/focus.md#t3: text features cached before a load are recomputed from the loaded tower."""
+    before = refiner.get_text_features(PROMPTS)[:2].clone()
+    state = _tower_state(7, tiny_clip)
+    refiner.load_state_dict(state, strict=False)
+    expected = refiner._encode_prompts(PROMPTS)
+    after = refiner.get_text_features(PROMPTS)[:2]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+
+
+def test_load_after_store_frozen_in_recomputes_in_fp32_and_narrows_again(refiner, tiny_clip):
+    """Mixed-precision training narrows the frozen tower before `resume_or_load`: the load must reach the fp32
+    values (not bf16-rounded ones), the text features come from the fp32 tower, then the tower is narrowed again."""
+    refiner.store_frozen_in(torch.bfloat16)
+    state = _tower_state(7, tiny_clip)
+    refiner.load_state_dict(state, strict=False)
+    visual = refiner.clip_model.visual
+    assert visual.conv1.weight.dtype == torch.bfloat16  # narrowed again
+    fp32 = tiny_clip(seed=7)
+    tokens = refiner.tokenizer([t.format(p) for p in PROMPTS for t in refiner.templates])
+    feats = F.normalize(encode_text(fp32, tokens).float(), dim=-1).view(2, len(refiner.templates), -1).mean(1)
+    torch.testing.assert_close(refiner.get_text_features(PROMPTS)[:2], F.normalize(feats, dim=-1), rtol=0, atol=0)
+    assert refiner.state_dict()["clip_model.visual.conv1.weight"].dtype == torch.float32
+    torch.testing.assert_close(refiner.state_dict()["clip_model.visual.conv1.weight"],
+                               fp32.visual.conv1.weight.bfloat16().float(), rtol=0, atol=0)
