@@ -297,10 +297,12 @@ def add_focus_config(cfg):
     _add_dinov2_config(cfg)
     _add_cliprefiner_config(cfg)
     _add_focus_extras(cfg)
+    from .modeling.birefnet.config import add_birefnet_config
     from .modeling.fsnet.config import add_fsnet_config
     from .modeling.run.config import add_run_config
     from .modeling.ws_sam.config import add_ws_sam_config
 
+    add_birefnet_config(cfg)
     add_fsnet_config(cfg)
     add_run_config(cfg)
     add_ws_sam_config(cfg)

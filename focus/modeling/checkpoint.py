@@ -227,14 +227,6 @@ class FOCUSCheckpointer(DetectionCheckpointer):
             checkpoint["model"] = filter_fn(checkpoint["model"])
         return super()._load_model(checkpoint)
 
-    def _load_model(self, checkpoint):
-        """Apply the model's `checkpoint_filter_fn(state_dict) -> state_dict` (timm-style, member contract) first:
-        a member maps its authors' released layout (prefixes, renamed or dropped keys) onto its own keys there."""
-        filter_fn = getattr(self.model, "checkpoint_filter_fn", None)
-        if callable(filter_fn) and isinstance(checkpoint.get("model"), dict):
-            checkpoint["model"] = filter_fn(checkpoint["model"])
-        return super()._load_model(checkpoint)
-
     def _log_incompatible_keys(self, incompatible):
         missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
         lines = []
