@@ -2,7 +2,7 @@
 
 Importing registers the meta-architecture ``FSNet`` and its mappers (``fsnet_test``, ``fsnet_train``).
 """
-from .config import add_fsnet_config
+from ...config.fsnet import add_fsnet_config
 from . import mapper  # noqa: F401  (registers fsnet_test, fsnet_train)
 from .fsnet import FSNet, FSNetResNet, bytescale, minmax_normalize
 from .transfer import transfer_stage_weights

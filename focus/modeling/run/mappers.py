@@ -12,7 +12,7 @@ from PIL import Image, ImageEnhance
 from focus.data.io import check_same_size, read_image, read_mask
 from focus.data.mappers import register_mapper
 
-from .config import check_input_size
+from ...config.run import check_input_size
 
 __all__ = ["RUNTestMapper", "RUNTrainMapper", "squash_resize"]
 

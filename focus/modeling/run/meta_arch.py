@@ -12,7 +12,7 @@ from detectron2.utils.events import get_event_storage
 from focus.layers.selective_scan import BACKENDS
 
 from ..losses import dice_loss, structure_loss, uncertainty_loss
-from .config import check_input_size
+from ...config.run import check_input_size
 from .network import RUNNetwork
 
 __all__ = ["RUN"]

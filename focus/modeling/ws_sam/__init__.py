@@ -1,5 +1,5 @@
 """WS-SAM (NeurIPS 2023) member: the segmentation network, its mappers and config keys (docs/ws_sam.md)."""
-from .config import add_ws_sam_config
+from ...config.ws_sam import add_ws_sam_config
 from .mapper import WSSAMTestMapper, WSSAMTrainMapper
 from .ws_sam import WSSAM
 

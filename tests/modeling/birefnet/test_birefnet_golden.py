@@ -2,7 +2,7 @@
 released-style `.pth` and loaded through MODEL.WEIGHTS, reproduces the official outputs of golden_dev (its
 README): the soft map `final.pred` of the official test script, the stride-1 logits and the gradient-attention
 logits, within 1e-4, through `Predictor` (the engine of tools/demo.py). The official stride-1 path itself is
-compared with our default fused one in test_components.py.
+compared with our default fused one in test_birefnet_components.py.
 
 One 1024x1024 forward of this model takes 20-80 s on 2 shared CPU cores, hence `slow`.
 """

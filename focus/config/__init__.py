@@ -1,6 +1,7 @@
-"""Configuration keys of `focus`.
+"""Configuration keys of `focus`: FOCUS's (and the shared ones) here, each other member's in
+`focus/config/<member>.py`.
 
-`add_focus_config(cfg)` is the only config function a caller needs: it adds detectron2's DeepLab keys
+`add_focus_config(cfg)` is the only config function a caller needs: it adds every member's keys, and detectron2's DeepLab keys
 (`SOLVER.POLY_LR_*`) and every key used by the official FOCUS YAMLs, under their official names
 (docs/focus.md#config-keys, docs/focus.md#backbone-config), so that an official YAML and official command-line overrides
 merge unchanged. Keys that exist only in `focus` (fixes of official defects, protocol choices, speed
@@ -9,7 +10,16 @@ options) are grouped at the end of each section and named after what they change
 Defaults are the official *code* defaults (which differ from every shipped YAML, docs/focus.md#q22);
 the values that the shipped models use live in `configs/Base-FOCUS.yaml` and its leaves.
 """
+import os
+
 from detectron2.config import CfgNode as CN
+
+from .birefnet import add_birefnet_config
+from .fsnet import add_fsnet_config
+from .run import add_run_config
+from .ws_sam import add_ws_sam_config
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 __all__ = ["add_focus_config", "get_focus_cfg", "inference_config"]
 
@@ -230,19 +240,17 @@ def _add_focus_extras(cfg):
 def get_focus_cfg(config_file=None, opts=()):
     """A new (unfrozen) config: detectron2's defaults, every `focus` key, then `config_file` (a path; a relative
     path that does not exist is looked up under the repository's `configs/`) and `KEY VALUE` `opts`."""
-    import os
-
     from detectron2.config import get_cfg
 
     import yaml
 
-    from .errors import MissingFileError
+    from ..errors import MissingFileError
 
     cfg = add_focus_config(get_cfg())
     if config_file is not None:
         path = str(config_file)
         if not os.path.isfile(path):
-            candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", path)
+            candidate = os.path.join(_REPO_ROOT, "configs", path)
             if not os.path.isfile(candidate):
                 raise MissingFileError(f"config file not found: {config_file}; check --config-file", config_file)
             path = candidate
@@ -260,7 +268,7 @@ def get_focus_cfg(config_file=None, opts=()):
 def _config_error(e, where):
     """One-line `UserError` for a yacs/YAML failure `e` (unknown key, wrong type, odd override list, bad YAML)
     naming the key or file and what to do."""
-    from .errors import UserError
+    from ..errors import UserError
 
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     msg = " ".join(msg.split())
@@ -297,11 +305,6 @@ def add_focus_config(cfg):
     _add_dinov2_config(cfg)
     _add_cliprefiner_config(cfg)
     _add_focus_extras(cfg)
-    from .modeling.birefnet.config import add_birefnet_config
-    from .modeling.fsnet.config import add_fsnet_config
-    from .modeling.run.config import add_run_config
-    from .modeling.ws_sam.config import add_ws_sam_config
-
     add_birefnet_config(cfg)
     add_fsnet_config(cfg)
     add_run_config(cfg)
