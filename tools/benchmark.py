@@ -18,7 +18,8 @@ weights, `img_size=518`), eval mode, fp32, `forward_features` on one 1x3x518x518
   the fp32 model's on real images (`--real-images` from `--real-images-dir`, default the ECSSD sample of
   `../shared/data` when it exists) and on a synthetic image; `mask_agreement` is the lowest.
 
-The model is built with random weights unless `MODEL.WEIGHTS` is given; nothing is downloaded. Figures measured
+The model has random weights unless `--weights` names a checkpoint (the config's `MODEL.WEIGHTS` is ignored);
+nothing is downloaded. Figures measured
 with it are kept in `docs/speed_memory.md`.
 """
 import argparse
@@ -56,11 +57,12 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def setup_benchmark_cfg(config_file, opts, device=None, train=False):
-    """The config of `config_file` + `opts`, on `device` (a cuda config falls back to the CPU without a GPU)."""
+def setup_benchmark_cfg(config_file, opts, device=None, train=False, weights=""):
+    """The config of `config_file` + `opts`, on `device` (a cuda config falls back to the CPU without a GPU), with
+    `MODEL.WEIGHTS` = `weights` ("" = random weights, whatever the config names)."""
     from focus.engine.trainer import setup_cfg
 
-    opts = list(opts)
+    opts = list(opts) + ["MODEL.WEIGHTS", weights]
     if device is not None:
         opts += ["MODEL.DEVICE", device]
     cfg = setup_cfg(config_file, opts, eval_only=not train)
@@ -253,7 +255,7 @@ def _child_main(args):
 
     if args.cpu_kernel:
         _load_cpu_kernel()
-    cfg = setup_benchmark_cfg(args.config_file, args.opts, args.device, args.train)
+    cfg = setup_benchmark_cfg(args.config_file, args.opts, args.device, args.train, args.weights)
     base_rss = _rss_mb()
     torch.manual_seed(0)
     model = build_benchmark_model(cfg, args.train, args.dtype, args.cast, build_in_dtype=True)
@@ -293,6 +295,8 @@ def measure_peak_rss(args):
         cmd += ["--device", args.device]
     if args.cpu_kernel:
         cmd.append("--cpu-kernel")
+    if args.weights:
+        cmd += ["--weights", args.weights]
     cmd += ["--malloc", args.malloc] + list(args.opts)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     for line in proc.stdout.splitlines():
@@ -375,7 +379,7 @@ def run_benchmark(args):
         _load_cpu_kernel()
     from focus.layers.ms_deform_attn import ms_deform_attn_backend
 
-    cfg = setup_benchmark_cfg(args.config_file, args.opts, args.device, args.train)
+    cfg = setup_benchmark_cfg(args.config_file, args.opts, args.device, args.train, args.weights)
     device = cfg.MODEL.DEVICE
     backend = ms_deform_attn_backend(device)
     result = {
@@ -463,6 +467,8 @@ def build_parser():
     p.add_argument("--with-mapper", action="store_true",
                    help="time the test mapper too, on two alternating frames (a temporal member's flow on the fly)")
     p.add_argument("--device", default=None, help="overrides MODEL.DEVICE")
+    p.add_argument("--weights", default="", help="checkpoint to load (default: random weights; the config's "
+                   "MODEL.WEIGHTS is ignored)")
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--real-images", type=int, default=20, help="real images for the reduced-precision agreement")
     p.add_argument("--real-images-dir", default=str(DEFAULT_REAL_IMAGES),

@@ -208,7 +208,9 @@ class FOCUSCheckpointer(DetectionCheckpointer):
         return safe_torch_load(f)
 
     def _load_model(self, checkpoint):
-        model = getattr(self.model, "module", self.model)
+        """Apply the model's `checkpoint_filter_fn(state_dict) -> state_dict` (timm-style, when it has one: strip
+        prefixes, drop or rename keys of released files) before loading."""
+        model = getattr(self.model, "module", self.model)  # DDP-wrapped during training
         filter_fn = getattr(model, "checkpoint_filter_fn", None)
         if callable(filter_fn):
             state_dict = checkpoint["model"]
@@ -216,15 +218,6 @@ class FOCUSCheckpointer(DetectionCheckpointer):
                 raise UserError(f"the checkpoint's 'model' entry is a {type(state_dict).__name__}, not a state dict")
             self._convert_ndarray_to_tensor(state_dict)
             checkpoint["model"] = filter_fn(state_dict)
-        return super()._load_model(checkpoint)
-
-    def _load_model(self, checkpoint):
-        """Apply the model's `checkpoint_filter_fn(state_dict) -> state_dict` (timm-style, when it has one: strip
-        prefixes, drop or rename keys of released files) before loading."""
-        model = getattr(self.model, "module", self.model)  # DDP-wrapped during training
-        filter_fn = getattr(model, "checkpoint_filter_fn", None)
-        if callable(filter_fn):
-            checkpoint["model"] = filter_fn(checkpoint["model"])
         return super()._load_model(checkpoint)
 
     def _log_incompatible_keys(self, incompatible):
