@@ -58,6 +58,7 @@ __all__ = [
     "binarize_mask",
     "read_image_size",
     "check_same_size",
+    "read_image_and_mask",
     "list_files_by_stem",
     "file_stem",
 ]
@@ -227,3 +228,11 @@ def check_same_size(image, mask, image_path, mask_path):
             mask_path,
         )
 
+
+def read_image_and_mask(dataset_dict):
+    """The (H, W, 3) uint8 RGB image and (H, W) uint8 mask of a dataset dict (`file_name`, `sem_seg_file_name`),
+    checked to have the same size (an error names both files)."""
+    image = read_image(dataset_dict["file_name"])
+    mask = read_mask(dataset_dict["sem_seg_file_name"])
+    check_same_size(image, mask, dataset_dict["file_name"], dataset_dict["sem_seg_file_name"])
+    return image, mask

@@ -19,7 +19,7 @@ from detectron2.utils.registry import Registry
 
 from .catalog import ensure_registered
 from ..errors import UnknownNameError
-from .io import binarize_mask, check_same_size, read_image, read_mask
+from .io import binarize_mask, read_image, read_image_and_mask
 
 __all__ = [
     "MAPPER_REGISTRY",
@@ -92,13 +92,6 @@ def labels_to_instances(sem_seg, ignore_label=255):
     return inst
 
 
-def _read_pair(dataset_dict):
-    image = read_image(dataset_dict["file_name"])
-    mask = read_mask(dataset_dict["sem_seg_file_name"])
-    check_same_size(image, mask, dataset_dict["file_name"], dataset_dict["sem_seg_file_name"])
-    return image, mask
-
-
 @register_mapper("focus_dataset_mapper")
 class FocusDatasetMapper:
     """Training mapper (official `FocusDatasetMapper`, docs/datasets.md#train-mapper).
@@ -163,7 +156,7 @@ class FocusDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         if "annotations" in dataset_dict:
             raise ValueError(f"FocusDatasetMapper takes semantic masks, not 'annotations' ({dataset_dict['file_name']})")
-        image, mask = _read_pair(dataset_dict)
+        image, mask = read_image_and_mask(dataset_dict)
         if self.image_format == "BGR":
             image = image[:, :, ::-1]
         dataset_dict["height"], dataset_dict["width"] = image.shape[:2]

@@ -24,6 +24,25 @@ from ..errors import UnsafeCheckpointError, UserError
 __all__ = ["FOCUSCheckpointer", "SafeUnpickler", "safe_pickle_load", "safe_torch_load", "load_state_file"]
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_prefixes(state_dict, prefixes=WRAPPER_PREFIXES):
+    """`state_dict` with every leading run of training-wrapper prefixes removed from its keys, in any order
+    (`module.` from DataParallel/DDP, `_orig_mod.` from torch.compile): what released files of members hold."""
+
+    def strip(key):
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if key.startswith(p):
+                    key, changed = key[len(p):], True
+        return key
+
+    return {strip(k): v for k, v in state_dict.items()}
+
+
 def _grouped(keys):
     return sorted(k + _group_to_str(v) for k, v in _group_checkpoint_keys(keys).items())
 

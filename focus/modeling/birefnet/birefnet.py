@@ -15,11 +15,12 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from PIL import Image
 
+from ..checkpoint import strip_prefixes
 from .decoder import BiRefNetDecoder
 from .losses import finetune_weights, gradient_loss, laplacian, pixel_losses
 from .modules import BasicDecBlk, up
 
-__all__ = ["BiRefNet", "build_birefnet_backbone", "strip_prefixes"]
+__all__ = ["BiRefNet", "build_birefnet_backbone"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,18 +41,6 @@ def build_birefnet_backbone(name, depths=None, embed_dim=0, num_heads=None, drop
             raise ValueError("BACKBONE_EMBED_DIM / BACKBONE_NUM_HEADS overrides are for Swin backbones only")
         return build_pvt_v2(name, depths=depths or None, drop_path_rate=0.1 if drop_path_rate < 0 else drop_path_rate)
     raise ValueError(f"unknown MODEL.BIREFNET.BACKBONE {name!r}: {sorted(SWIN_V1_ARCHS) + sorted(PVT_V2_ARCHS)}")
-
-
-def strip_prefixes(key: str, prefixes=("module.", "_orig_mod.")) -> str:
-    """Remove any leading run of training-wrapper prefixes, in any order (the official loader strips
-    ``module.`` then ``_orig_mod.`` only, each once: docs/birefnet.md#q19)."""
-    changed = True
-    while changed:
-        changed = False
-        for p in prefixes:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
 
 
 @META_ARCH_REGISTRY.register()
@@ -243,7 +232,7 @@ class BiRefNet(nn.Module):
     def checkpoint_filter_fn(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Released `.pth` / `model.safetensors` -> this model: strip ``module.`` / ``_orig_mod.`` (any order),
         fill the deterministic ``relative_position_index`` and the unused ``num_batches_tracked`` if absent."""
-        out = {strip_prefixes(k): v for k, v in state_dict.items()}
+        out = strip_prefixes(state_dict)  # any order (the official loader: docs/birefnet.md#q19)
         own = self.state_dict()
         for k, v in own.items():
             if k not in out and (k.endswith("relative_position_index") or k.endswith("num_batches_tracked")):

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backbone.resnet import ResNetFeatures
+from ..checkpoint import strip_prefixes
 from .transfer import transfer_stage_weights
 from .layers import BPM, BasicConv2d, Decoder, DimReduce, channel_attention, resize_as
 
@@ -177,13 +178,7 @@ class FSNet(nn.Module):
     def checkpoint_filter_fn(self, state_dict):
         """Released snapshot -> our keys: strip ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile)
         prefixes; names are otherwise the official ones, unused modules included."""
-        out = {}
-        for k, v in state_dict.items():
-            for prefix in ("module.", "_orig_mod."):
-                if k.startswith(prefix):
-                    k = k[len(prefix):]
-            out[k] = v
-        return out
+        return strip_prefixes(state_dict)
 
     # ------------------------------------------------------------------------------------------------- network
     def network(self, x, y):

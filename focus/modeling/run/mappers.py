@@ -9,7 +9,7 @@ import torch
 from detectron2.config import configurable
 from PIL import Image, ImageEnhance
 
-from focus.data.io import check_same_size, read_image, read_mask
+from ...data.io import read_image, read_image_and_mask
 from focus.data.mappers import register_mapper
 
 from ...config.run import check_input_size
@@ -107,9 +107,7 @@ class RUNTrainMapper:
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_image(dataset_dict["file_name"])
-        mask = read_mask(dataset_dict["sem_seg_file_name"])
-        check_same_size(image, mask, dataset_dict["file_name"], dataset_dict["sem_seg_file_name"])
+        image, mask = read_image_and_mask(dataset_dict)
         dataset_dict["height"], dataset_dict["width"] = image.shape[:2]
         edge = _edge_from_mask(mask)
         image, gt, edge = self.augment(Image.fromarray(image), Image.fromarray(mask), Image.fromarray(edge))

@@ -11,6 +11,7 @@ from detectron2.utils.events import get_event_storage
 
 from focus.layers.selective_scan import BACKENDS
 
+from ..checkpoint import strip_prefixes
 from ..losses import dice_loss, structure_loss, uncertainty_loss
 from ...config.run import check_input_size
 from .network import RUNNetwork
@@ -18,9 +19,6 @@ from .network import RUNNetwork
 __all__ = ["RUN"]
 
 logger = logging.getLogger(__name__)
-
-_PREFIXES = ("module.", "_orig_mod.")
-
 
 @META_ARCH_REGISTRY.register()
 class RUN(RUNNetwork):
@@ -83,12 +81,7 @@ class RUN(RUNNetwork):
             state_dict = state_dict["model"]
         elif isinstance(state_dict.get("state_dict"), dict):
             state_dict = state_dict["state_dict"]
-        out = {}
-        for k, v in state_dict.items():
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k = k[len(p):]
-            out[k] = v
+        out = strip_prefixes(state_dict)
         sofs = [k for k in self.state_dict() if k.startswith("selective_mamba.")]
         absent = [k for k in sofs if k not in out]
         if absent:

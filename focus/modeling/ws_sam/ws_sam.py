@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backbone.resnet import ResNetFeatures
+from ..checkpoint import strip_prefixes
 from ..losses.structure import structure_loss, uncertainty_loss
 from ..losses.weak import cosine_ramp, partial_bce
 from .modules import DecoderChain, FusionNeck, GlobalPrior
@@ -143,13 +144,7 @@ class WSSAM(nn.Module):
     def checkpoint_filter_fn(self, state_dict):
         """Released checkpoints are saved from `DataParallel` (`module.` prefix); `_orig_mod.` from
         `torch.compile`. Both are stripped; nothing else is renamed."""
-        out = {}
-        for k, v in state_dict.items():
-            for prefix in ("module.", "_orig_mod."):
-                if k.startswith(prefix):
-                    k = k[len(prefix):]
-            out[k] = v
-        return out
+        return strip_prefixes(state_dict)
 
     def preprocess_image(self, batched_inputs):
         """(B, 3, S, S) float32: `(image / 255 - mean) / std` (all images of a batch share the network size)."""

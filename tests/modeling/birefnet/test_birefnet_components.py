@@ -170,9 +170,9 @@ def test_tiny_model_trains_with_and_without_checkpointing():
 
 
 def test_checkpoint_filter_strips_prefixes_and_fills_buffers():
-    from focus.modeling.birefnet import strip_prefixes
+    from focus.modeling.checkpoint import strip_prefixes
 
-    assert strip_prefixes("module._orig_mod.bb.x") == "bb.x" == strip_prefixes("_orig_mod.module.bb.x")
+    assert strip_prefixes({"module._orig_mod.bb.x": 1, "_orig_mod.module.bb.y": 2}) == {"bb.x": 1, "bb.y": 2}
     model = tiny_model()
     sd = {"_orig_mod." + k: v for k, v in model.state_dict().items()
           if not k.endswith(("relative_position_index", "num_batches_tracked"))}
