@@ -48,6 +48,27 @@ def shared_reference():
     return _shared("FOCUS_SHARED_REFERENCE", "reference")
 
 
+@pytest.fixture(scope="session")
+def golden_weights_file(shared_reference, tmp_path_factory):
+    """`golden_weights_file(member, prefix="")` -> path of the member's golden weights (expanded from
+    `<member>/golden_dev/recipe.pth` of the reference) saved as its authors release them: a bare fp32 state dict,
+    each key prefixed with `prefix` (e.g. "module." for DataParallel snapshots)."""
+    import torch
+
+    def save(member, prefix=""):
+        sys.path.insert(0, str(shared_reference))
+        try:
+            from golden_weights import expand
+        finally:
+            sys.path.remove(str(shared_reference))
+        sd = expand(str(shared_reference / member / "golden_dev" / "recipe.pth"))
+        path = tmp_path_factory.mktemp(f"{member}_golden") / f"{member}_golden.pth"
+        torch.save({prefix + k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}, path)
+        return path
+
+    return save
+
+
 def _load_cfg(config, *opts, **overrides):
     from focus.config import get_focus_cfg
 

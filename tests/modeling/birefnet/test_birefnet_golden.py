@@ -6,7 +6,6 @@ compared with our default fused one in test_birefnet_components.py.
 
 One 1024x1024 forward of this model takes 20-80 s on 2 shared CPU cores, hence `slow`.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -16,27 +15,15 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
 TOL = 1e-4
 
 
-def save_golden_weights(shared_reference, path):
-    """Expand the recipe and save it as the released files are: a flat fp32 state dict."""
-    sys.path.insert(0, str(shared_reference))
-    try:
-        import golden_weights
-    finally:
-        sys.path.pop(0)
-    sd = golden_weights.expand(str(shared_reference / "birefnet" / "golden_dev" / "recipe.pth"))
-    torch.save({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def golden(shared_reference, tmp_path_factory):
+def golden(shared_reference, golden_weights_file):
     """Each golden input through `Predictor` (the engine of tools/demo.py) built from golden.yaml with MODEL.WEIGHTS
     = the golden weights as a released-style file; intermediates captured by hooks on the wrapped model."""
     from focus.data.io import read_image
     from focus.engine.predictor import Predictor
     from focus.engine.trainer import setup_cfg
 
-    weights = save_golden_weights(shared_reference, tmp_path_factory.mktemp("birefnet") / "golden.pth")
+    weights = golden_weights_file("birefnet")
     cfg = setup_cfg(str(ROOT / "configs" / "birefnet" / "golden.yaml"), ["MODEL.WEIGHTS", str(weights)])
     predictor = Predictor(cfg)
     model = predictor.model.model

@@ -5,7 +5,6 @@ state dict whose keys carry DataParallel's ``module.`` prefix. The model is buil
 and loaded by the project's checkpointer inside `focus.engine.predictor.Predictor`; each case is fed exactly as the
 demo feeds a frame: ``predictor(frame, flow=flow_image)``.
 """
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,12 @@ def _read(path):
 
 
 @pytest.fixture(scope="module")
-def golden(shared_reference, tmp_path_factory):
+def golden(shared_reference, golden_weights_file):
     ref = shared_reference / "fsnet" / "golden_dev"
-    sys.path.insert(0, str(shared_reference))
-    try:
-        from golden_weights import expand
-    finally:
-        sys.path.remove(str(shared_reference))
-    sd = expand(str(ref / "recipe.pth"))
-    path = tmp_path_factory.mktemp("fsnet_golden") / "golden_fsnet.pth"
-    torch.save({"module." + k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, path)
+    path = golden_weights_file("fsnet", prefix="module.")
     outputs = torch.load(ref / "outputs.pth", weights_only=False)
-    return {"ref": ref, "weights": str(path), "outputs": outputs, "keys": list(sd)}
+    keys = [k[len("module."):] for k in torch.load(path, weights_only=True)]
+    return {"ref": ref, "weights": str(path), "outputs": outputs, "keys": keys}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Golden parity of RUN: the reduced official model of the golden case, loaded from a released-style file
 (bare state dict, `module.` prefixes), reproduces the official saved map of each input to 1e-4."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -10,18 +9,10 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def golden(shared_reference, tmp_path_factory):
+def golden(shared_reference, golden_weights_file):
     """(released-style weights path, outputs.pth dict, outputs.json dict, golden_dev folder)."""
     gdir = shared_reference / "run" / "golden_dev"
-    sys.path.insert(0, str(shared_reference))
-    try:
-        from golden_weights import expand
-    finally:
-        sys.path.remove(str(shared_reference))
-    sd = expand(str(gdir / "recipe.pth"))
-    released = {"module." + k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-    path = tmp_path_factory.mktemp("run_golden") / "Net_epoch_best.pth"
-    torch.save(released, path)
+    path = golden_weights_file("run", prefix="module.")
     outputs = torch.load(gdir / "outputs.pth", weights_only=False)
     stats = json.loads((gdir / "outputs.json").read_text())
     return path, outputs, stats, gdir

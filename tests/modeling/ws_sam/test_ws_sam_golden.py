@@ -4,7 +4,6 @@ The golden weights are expanded from the recipe into tmp_path and saved as the r
 dict whose keys start with `module.`), loaded through `MODEL.WEIGHTS`; the soft map of each input must equal the
 official min-max-normalised map within 1e-4.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -17,17 +16,9 @@ INPUTS = [pytest.param("img1_320x320.png", marks=pytest.mark.slow), "img2_h203_w
 
 
 @pytest.fixture(scope="module")
-def golden(shared_reference, tmp_path_factory):
-    sys.path.insert(0, str(shared_reference))
-    try:
-        from golden_weights import expand
-    finally:
-        sys.path.remove(str(shared_reference))
+def golden(shared_reference, golden_weights_file):
     case = shared_reference / "ws_sam" / "golden_dev"
-    sd = expand(str(case / "recipe.pth"))
-    released = {"module." + k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-    path = tmp_path_factory.mktemp("ws_sam") / "Net_epoch_best.pth"
-    torch.save(released, path)
+    path = golden_weights_file("ws_sam", prefix="module.")
     return case, path, torch.load(case / "outputs.pth", weights_only=False)
 
 
