@@ -71,13 +71,11 @@ def test_golden_fast_case(golden, predictor):
     _run_case(golden, predictor, FAST)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES[1:])
 def test_golden_other_cases(golden, predictor, case):
     _run_case(golden, predictor, case)
 
 
-@pytest.mark.slow
 def test_golden_logits(golden, predictor):
     """The network alone on the 352x352 case (no resampling anywhere): logits of both decoders."""
     model, mapper = predictor.model.model, predictor.mapper

@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
-INPUTS = [pytest.param("img1_320x320.png", marks=pytest.mark.slow), "img2_h203_w257.png"]
-# by default one input through the predictor; every input and the model-level check with --run-slow
+INPUTS = ["img1_320x320.png", "img2_h203_w257.png"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,6 @@ def _model(weights):
     return cfg, model
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["img1_320x320.png", "img2_h203_w257.png"])
 def test_golden_model_level(golden, name):
     from focus.data.mappers import MAPPER_REGISTRY
