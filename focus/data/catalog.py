@@ -335,7 +335,7 @@ def register_folder_dataset(name, image_root, mask_root, task, mask_suffix="", o
 
 def register_video_dataset(name, root, frames="frames", masks="masks", flows="flow", require_masks=True,
                            overwrite=False):
-    """Register ``<root>/<sequence>/{frames,masks,flow}`` (the layout of ``../shared/data/vos``; subfolder names
+    """Register ``<root>/<sequence>/{frames,masks,flow}`` (a frame folder per sequence; subfolder names
     configurable, flow optional) as a "vos" dataset; ``require_masks=False`` also lists unannotated frames."""
     root = str(root)
     loader = partial(_video_folder_loader, name, root, frames, masks, flows, require_masks)

@@ -1,6 +1,6 @@
 """Reading images and masks as real benchmark releases store them.
 
-Real data is messy (see `../shared/data/README.md`): images come as JPEG, PNG, TIFF or BMP with upper- or
+Real data is messy (docs/robustness.md): images come as JPEG, PNG, TIFF or BMP with upper- or
 lower-case extensions, in grayscale, RGBA or 16-bit modes and with EXIF orientation tags; masks come in every
 PNG mode (1-bit, L, RGB, RGBA, palette, 16-bit) and may hold soft or off-white values. The readers here turn
 all of that into one representation:

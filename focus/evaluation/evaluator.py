@@ -156,9 +156,8 @@ class FocusEvaluator(DatasetEvaluator):
                             continue
                         self._records[p][rec["image_id"]] = rec["metrics"]
             if stale:  # scores of another model: rewrite this rank's log with the ones that are kept
-                own = {k: v for k, v in self._records[p].items()}
                 self._log_path(p).unlink(missing_ok=True)
-                for image_id, record in own.items():
+                for image_id, record in self._records[p].items():
                     self._append(p, image_id, record)
             if any(self._records[p].values()):
                 logger.info(f"{self.dataset_name}: resuming {p} evaluation, {len(self._records[p])} image(s) "

@@ -10,10 +10,9 @@ when the cast is `"autocast"`, and refuses to go back to training (build a fresh
 the demo, `train_net --eval-only` and the benchmark apply it from the `TEST.INFERENCE_*` keys
 (`inference_options(cfg)`); training and the evaluations during training never do.
 
-Members need nothing to support it. Two optional attributes refine it:
-* `autocast_fp32_modules`: names of submodules that run with autocast disabled (FOCUS's pixel decoder); their
-  weights stay fp32 under the `"autocast"` cast;
-* the members' own outputs are returned unchanged (float32 where the member casts them).
+Members need nothing to support it. One optional attribute refines it: `autocast_fp32_modules`, the names of
+submodules that run with autocast disabled (FOCUS's pixel decoder), whose weights then stay exactly fp32 under the
+`"autocast"` cast. Outputs are returned as the member produces them.
 """
 import contextlib
 
