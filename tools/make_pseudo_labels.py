@@ -2,7 +2,7 @@
 """Pseudo labels from sparse labels with SAM: the WS-SAM procedure (docs/ws_sam.md#pseudo).
 
     python tools/make_pseudo_labels.py --images IMG_DIR --sparse SPARSE_DIR --out OUT_DIR \
-        [--config-file configs/ws_sam/pseudo_labels.yaml] [KEY VALUE ...]
+        [--config-file configs/ws_sam/pseudo_labels.yaml] [--dtype fp32|bf16] [KEY VALUE ...]
 
     e.g.  PSEUDO_LABELS.SEGMENTER sam PSEUDO_LABELS.SAM_TYPE vit_h PSEUDO_LABELS.CHECKPOINT sam_vit_h_4b8939.pth
 
@@ -11,12 +11,19 @@ image: point prompts, SAM on every augmented view, the masks mapped back and ave
 image's mean entropy. Writes, per image, `OUT/pseudo/<stem>.png` (round(255 y)), `OUT/weights/<stem>.png`
 (round(255 w)) and `OUT/scores/<stem>.json`; at the end `OUT/scores.tsv`, `OUT/selected.txt` (the stems whose
 mean entropy is below PSEUDO_LABELS.SELECT_THRESHOLD) and `OUT/summary.json`. Images already done (their score file
-exists) are skipped, so an interrupted run resumes. `OUT` is then the `<pseudo_dir>` of a `weak:` dataset.
+exists) are skipped, so an interrupted run resumes; within an image, the mask of each distinct view is kept in
+`OUT/partial/<config digest>/<stem>/` until the image is done, so an image interrupted half way resumes view by
+view (only under the same PSEUDO_LABELS config). `OUT` is then the `<pseudo_dir>` of a `weak:` dataset.
+
+Cost: views that coincide (same image, same prompt) are segmented once (the default 12 views are 8 distinct
+transforms), SAM embeds each distinct view image once, and `--dtype bf16` (PSEUDO_LABELS.DTYPE) runs SAM's image
+encoder under bf16 autocast.
 
 SAM weights are never downloaded: give PSEUDO_LABELS.CHECKPOINT (a local file), or PSEUDO_LABELS.RANDOM_WEIGHTS True to run with
 random weights (tests, timing). PSEUDO_LABELS.SEGMENTER grabcut uses a classical stand-in that needs no weights.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -33,7 +40,9 @@ from detectron2.config import CfgNode  # noqa: E402
 from focus.config import get_focus_cfg  # noqa: E402
 from focus.data.io import IMAGE_EXTENSIONS, list_files_by_stem, read_image  # noqa: E402
 from focus.data.pseudo_labels import (  # noqa: E402
+    DTYPES,
     GrabCutSegmenter,
+    MaskStore,
     Sam2Segmenter,
     SamSegmenter,
     build_tiny_sam,
@@ -55,10 +64,10 @@ def build_segmenter(p):
                          "downloaded), or PSEUDO_LABELS.RANDOM_WEIGHTS True for random weights")
     if p.SEGMENTER == "sam":
         if p.SAM_TYPE == "tiny":
-            return SamSegmenter(build_tiny_sam(seed=p.SEED).to(p.DEVICE), p.MULTIMASK)
-        return SamSegmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK)
+            return SamSegmenter(build_tiny_sam(seed=p.SEED).to(p.DEVICE), p.MULTIMASK, p.DTYPE)
+        return SamSegmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK, p.DTYPE)
     if p.SEGMENTER == "sam2":
-        return Sam2Segmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK)
+        return Sam2Segmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK, p.DTYPE)
     raise SystemExit(f"PSEUDO_LABELS.SEGMENTER must be sam, sam2 or grabcut, got {p.SEGMENTER!r}")
 
 
@@ -91,7 +100,9 @@ def run(images_dir, sparse_dir, out, cfg, limit=None, progress=True):
     out = Path(out)
     for d in ("pseudo", "weights", "scores"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    _atomic_write(CfgNode({"PSEUDO_LABELS": cfg.PSEUDO_LABELS}).dump(), out / "config.yaml")
+    dump = CfgNode({"PSEUDO_LABELS": cfg.PSEUDO_LABELS}).dump()
+    _atomic_write(dump, out / "config.yaml")
+    partial = out / "partial" / hashlib.sha1(dump.encode()).hexdigest()[:12]
     images = list_files_by_stem(images_dir, IMAGE_EXTENSIONS)
     sparse = {**list_files_by_stem(sparse_dir, (".png",)), **list_files_by_stem(sparse_dir, (".json",))}
     stems = sorted(set(images) & set(sparse))
@@ -111,11 +122,14 @@ def run(images_dir, sparse_dir, out, cfg, limit=None, progress=True):
         if rec["num_positive"] == 0:
             rec.update(score=None, status="no foreground label")
         else:
-            y, _ = pseudo_label(image, xy, labels, segmenter, views)
+            store = MaskStore(partial / stem)
+            y, _ = pseudo_label(image, xy, labels, segmenter, views, store)
             _atomic_save_png(np.round(y * 255).astype(np.uint8), out / "pseudo" / f"{stem}.png")
             _atomic_save_png(np.round(entropy_weights(y) * 255).astype(np.uint8), out / "weights" / f"{stem}.png")
             rec.update(score=image_score(y), status="ok", foreground_fraction=float((y > 0.5).mean()))
         _atomic_write(json.dumps(rec), out / "scores" / f"{stem}.json")
+        if rec["status"] == "ok":
+            store.clear()
         ran += 1
     records = [json.loads((out / "scores" / f"{s}.json").read_text()) for s in stems]
     scored = [r for r in records if r["score"] is not None]
@@ -136,7 +150,7 @@ def run(images_dir, sparse_dir, out, cfg, limit=None, progress=True):
         "mean_entropy_all": float(np.mean([r["score"] for r in scored])) if scored else None,
         "mean_entropy_kept": float(np.mean([r["score"] for r in kept])) if kept else None,
         "views": len(views),
-        "segmenter": p.SEGMENTER if p.SEGMENTER == "grabcut" else f"{p.SEGMENTER}:{p.SAM_TYPE}",
+        "segmenter": p.SEGMENTER if p.SEGMENTER == "grabcut" else f"{p.SEGMENTER}:{p.SAM_TYPE}:{p.DTYPE}",
         "computed_this_run": ran,
         "seconds_per_image": (time.perf_counter() - start) / ran if ran else None,
     }
@@ -151,10 +165,13 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--config-file", default="")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by stem)")
+    ap.add_argument("--dtype", choices=DTYPES, default=None,
+                    help="SAM image encoder precision (PSEUDO_LABELS.DTYPE; default fp32): bf16 = bf16 autocast")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = ap.parse_args(argv)
-    cfg = get_focus_cfg(args.config_file or None, args.opts)
+    opts = list(args.opts) + (["PSEUDO_LABELS.DTYPE", args.dtype] if args.dtype else [])
+    cfg = get_focus_cfg(args.config_file or None, opts)
     cfg.freeze()
     s = run(args.images, args.sparse, args.out, cfg, args.limit, progress=not args.no_progress)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731

@@ -61,6 +61,7 @@ def add_pseudo_label_config(cfg):
     p.CHECKPOINT = ""  # local SAM / SAM 2 weights (nothing is downloaded)
     p.RANDOM_WEIGHTS = False  # allow running without a checkpoint (random weights: tests and timing only)
     p.DEVICE = "cpu"
+    p.DTYPE = "fp32"  # "bf16": the SAM / SAM 2 image encoder under bf16 autocast (faster on CPUs with bf16 units)
     p.MULTIMASK = "auto"  # one point: best of 3 by predicted IoU; several points: one output (docs/ws_sam.md#r6)
     p.NUM_POINTS = 10  # positive points per image drawn from the foreground scribble (docs/ws_sam.md#r1)
     p.NUM_NEGATIVE = 0  # negative points drawn from the background scribble

@@ -14,10 +14,14 @@
    is kept iff its score is below the threshold.
 
 A *segmenter* is any callable `segmenter(image, xy, labels) -> bool (H, W)` with `image` RGB uint8 (H, W, 3),
-`xy` float (N, 2) pixel coordinates (x = column), `labels` int (N,) 1 positive / 0 negative.
+`xy` float (N, 2) pixel coordinates (x = column), `labels` int (N,) 1 positive / 0 negative. It must be a function
+of its inputs: `pseudo_label` calls it once per *distinct* (view image, prompt) pair and reuses the mask for
+views that coincide (the default 12 views hold 8 distinct transforms: a vertical flip is a horizontal flip turned
+by 180 degrees), which leaves the ensemble unchanged.
 `SamSegmenter` drives SAM through the `segment-anything` package, `Sam2Segmenter` SAM 2 through `sam2`,
 `GrabCutSegmenter` is a classical stand-in (OpenCV GrabCut seeded by the points) for machines without SAM weights.
 """
+import hashlib
 import zlib
 from dataclasses import dataclass
 
@@ -32,7 +36,10 @@ __all__ = [
     "entropy_weights",
     "image_score",
     "pseudo_label",
+    "call_key",
     "stem_seed",
+    "MaskStore",
+    "DTYPES",
     "SamSegmenter",
     "Sam2Segmenter",
     "GrabCutSegmenter",
@@ -163,21 +170,78 @@ def image_score(y):
     return float(entropy_bits(y).mean())
 
 
-def pseudo_label(image, xy, labels, segmenter, views):
+def call_key(image, xy, labels):
+    """Digest of one segmenter call's inputs (the view image with its shape, the prompt points and labels): two
+    views with the same key get the same mask from a deterministic segmenter."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (np.ascontiguousarray(image), np.asarray(xy, np.float64), np.asarray(labels, np.int64)):
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def pseudo_label(image, xy, labels, segmenter, views, store=None):
     """Run `segmenter` on every view and fuse: returns (soft mask float32 (H, W), the K masks on the original grid).
 
+    Views whose (image, prompt) coincide are computed once and counted as often as they occur. `store`, if
+    given, is a persistent mapping `call_key -> mask on the original grid` (e.g. `MaskStore`): masks found there
+    are not recomputed and new ones are put there at once, so an interrupted image resumes view by view.
     With no prompt point the result is all zeros and the K masks are empty.
     """
     h, w = image.shape[:2]
     if len(xy) == 0:
         return np.zeros((h, w), np.float32), np.zeros((0, h, w), np.float32)
-    masks = []
+    done, masks = {}, []
     for view in views:
         aug = view.apply_image(image)
         pts = view.apply_points(xy, (h, w))
-        masks.append(view.invert_mask(segmenter(aug, pts, labels), (h, w)))
+        key = call_key(aug, pts, labels)
+        if key not in done:
+            m = store.get(key) if store is not None else None
+            if m is None:
+                m = view.invert_mask(segmenter(aug, pts, labels), (h, w))
+                if store is not None:
+                    store[key] = m
+            done[key] = m
+        masks.append(done[key])
     masks = np.stack(masks)
     return ensemble(masks), masks
+
+
+class MaskStore:
+    """A folder of binary masks keyed by `call_key` (PNG, 0/255), for resuming an image view by view."""
+
+    def __init__(self, root):
+        from pathlib import Path
+
+        self.root = Path(root)
+
+    def get(self, key):
+        from PIL import Image
+
+        path = self.root / f"{key}.png"
+        if not path.is_file():
+            return None
+        with Image.open(path) as img:
+            return (np.asarray(img) > 127).astype(np.float32)
+
+    def __setitem__(self, key, mask):
+        import os
+
+        from PIL import Image
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{key}.tmp{os.getpid()}.png"
+        Image.fromarray((np.asarray(mask) > 0.5).astype(np.uint8) * 255).save(tmp)
+        os.replace(tmp, self.root / f"{key}.png")
+
+    def clear(self):
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+DTYPES = ("fp32", "bf16")
 
 
 class SamSegmenter:
@@ -185,18 +249,28 @@ class SamSegmenter:
 
     Mask choice (docs/ws_sam.md#r6): with one point, `multimask_output=True` and the mask of highest predicted IoU;
     with several points, one output (`multimask="auto"`); "always" / "never" force either.
+    `dtype="bf16"` runs the image encoder (nearly all of the cost) under bf16 autocast and casts its embedding back
+    to fp32 for the prompt encoder and mask decoder; "fp32" (default) is the plain model. The embedding of the
+    last image is kept, so prompting the same image again does not recompute it.
     """
 
-    def __init__(self, sam, multimask="auto"):
+    def __init__(self, sam, multimask="auto", dtype="fp32"):
         from segment_anything import SamPredictor
 
+        self._check(multimask, dtype)
+        self.predictor = SamPredictor(sam)
+        self.multimask, self.dtype = multimask, dtype
+        self._image_key = None
+
+    @staticmethod
+    def _check(multimask, dtype):
         if multimask not in ("auto", "always", "never"):
             raise ValueError(f"multimask must be 'auto', 'always' or 'never', got {multimask!r}")
-        self.predictor = SamPredictor(sam)
-        self.multimask = multimask
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
 
     @classmethod
-    def from_checkpoint(cls, model_type, checkpoint, device="cpu", multimask="auto"):
+    def from_checkpoint(cls, model_type, checkpoint, device="cpu", multimask="auto", dtype="fp32"):
         """`model_type` in segment_anything's `sam_model_registry` ("vit_h", "vit_l", "vit_b"); `checkpoint` a
         local file (None: random weights, for tests and timing only)."""
         from segment_anything import sam_model_registry
@@ -208,40 +282,69 @@ class SamSegmenter:
             import torch
 
             sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        return cls(sam.to(device).eval(), multimask)
+        return cls(sam.to(device).eval(), multimask, dtype)
+
+    def _encode(self, image):
+        """Image embedding into the predictor (`SamPredictor.set_image`)."""
+        self.predictor.set_image(image, image_format="RGB")
+        self.predictor.features = self.predictor.features.float()
+
+    def set_image(self, image):
+        """Embed `image` (RGB uint8 (H, W, 3)) unless it is the image embedded last."""
+        import torch
+
+        key = call_key(image, (), ())
+        if key == self._image_key:
+            return
+        self._image_key = None
+        device = self.predictor.model.device
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
+            self._encode(np.ascontiguousarray(image))
+        self._image_key = key
 
     def __call__(self, image, xy, labels):
         import torch
 
         multi = self.multimask == "always" or (self.multimask == "auto" and len(xy) == 1)
+        self.set_image(image)
         with torch.inference_mode():
-            self.predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
             masks, iou, _ = self.predictor.predict(point_coords=np.asarray(xy, np.float32),
                                                    point_labels=np.asarray(labels, np.int64), multimask_output=multi)
-        return masks[int(np.argmax(iou))] if multi else masks[0]
+        return np.asarray(masks[int(np.argmax(iou))] if multi else masks[0]) > 0.5
 
 
 class Sam2Segmenter(SamSegmenter):
-    """SAM 2 through `sam2.sam2_image_predictor.SAM2ImagePredictor` (same prompting and mask choice as SAM)."""
+    """SAM 2 through `sam2.sam2_image_predictor.SAM2ImagePredictor` (same prompting, mask choice and `dtype` as
+    `SamSegmenter`)."""
 
-    def __init__(self, predictor, multimask="auto"):
-        if multimask not in ("auto", "always", "never"):
-            raise ValueError(f"multimask must be 'auto', 'always' or 'never', got {multimask!r}")
+    def __init__(self, predictor, multimask="auto", dtype="fp32"):
+        self._check(multimask, dtype)
         self.predictor = predictor
-        self.multimask = multimask
+        self.multimask, self.dtype = multimask, dtype
+        self._image_key = None
 
-    @classmethod
-    def from_checkpoint(cls, model_cfg, checkpoint, device="cpu", multimask="auto"):
-        """`model_cfg` a sam2 config name (e.g. "configs/sam2.1/sam2.1_hiera_b+.yaml"), `checkpoint` a local file."""
+    @staticmethod
+    def _import():
         try:
             from sam2.build_sam import build_sam2
             from sam2.sam2_image_predictor import SAM2ImagePredictor
         except ImportError as e:
-            raise ImportError("SAM 2 needs the `sam2` package (pip install sam2)") from e
-        return cls(SAM2ImagePredictor(build_sam2(model_cfg, checkpoint or None, device=device)), multimask)
+            raise ImportError("PSEUDO_LABELS.SEGMENTER sam2 needs the `sam2` package: "
+                              "SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0") from e
+        return build_sam2, SAM2ImagePredictor
 
-    def __call__(self, image, xy, labels):
-        return np.asarray(super().__call__(image, xy, labels)) > 0.5
+    @classmethod
+    def from_checkpoint(cls, model_cfg, checkpoint, device="cpu", multimask="auto", dtype="fp32"):
+        """`model_cfg` a sam2 config name (e.g. "configs/sam2.1/sam2.1_hiera_b+.yaml"), `checkpoint` a local file
+        (None: random weights, for tests and timing only)."""
+        build_sam2, predictor = cls._import()
+        return cls(predictor(build_sam2(model_cfg, checkpoint or None, device=device)), multimask, dtype)
+
+    def _encode(self, image):
+        self.predictor.set_image(image)
+        f = self.predictor._features
+        self.predictor._features = {"image_embed": f["image_embed"].float(),
+                                    "high_res_feats": [t.float() for t in f["high_res_feats"]]}
 
 
 class GrabCutSegmenter:

@@ -62,41 +62,73 @@ def test_prompts_from_sparse():
     assert len(prompts_from_sparse(np.full((3, 3), -1))[0]) == 0
 
 
-class _Disagreeing:
-    """Predicts a fixed mask in the *original* frame, except that on horizontally flipped views it also marks the
-    pixel column 0 of the original (so views disagree on known pixels)."""
+class _FirstColumn:
+    """A segmenter (a function of its input, as a real one is) that predicts a fixed mask of the original frame and
+    also marks the first column of whatever view it is shown: that column lands on a different border of the
+    original for different views, so the views disagree on known pixels."""
 
-    def __init__(self, base, view_of):
-        self.base, self.view_of, self.calls = base, view_of, []
+    def __init__(self, base, views):
+        self.base, self.views, self.calls = base, views, []
 
     def __call__(self, image, xy, labels):
-        view = self.view_of[len(self.calls)]
         self.calls.append((image.shape, xy.copy()))
-        m = self.base.copy()
-        if view.flip == "h":
-            m[:, 0] = True
-        return view.apply_image(m.astype(np.float32)) > 0.5
+        view = next(v for v in self.views if np.array_equal(v.apply_image(self.image), image))
+        m = view.apply_image(self.base.astype(np.float32)) > 0.5
+        m[:, 0] = True
+        return m
 
 
 def test_ensemble_weights_and_score_by_hand():
+    """Column 0 of a view is, in the original: column 0 for (none, 0), (h, 180), (v, 0); column W-1 for (none, 180),
+    (h, 0), (v, 180); row 0 for (none, 90), (h, 90), (v, 270); row H-1 for (none, 270), (h, 270), (v, 90). So every
+    border pixel gets 3/12, every corner 6/12; (v, r) is (h, r + 180): 8 distinct views, 8 segmenter calls."""
     h, w = 6, 8
     base = np.zeros((h, w), bool)
     base[2:4, 3:6] = True
     views = build_views()
-    seg = _Disagreeing(base, views)
-    image = np.zeros((h, w, 3), np.uint8)
+    seg = _FirstColumn(base, views)
+    seg.image = image = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)  # no view coincides by chance
     y, masks = pseudo_label(image, np.array([[4.0, 2.0]]), np.array([1]), seg, views)
-    assert masks.shape == (12, h, w)
+    assert masks.shape == (12, h, w) and len(seg.calls) == 8
     expected = base.astype(np.float32)
-    expected[:, 0] = 4 / 12  # 4 of the 12 views are horizontally flipped
+    expected[[0, -1], :] = expected[:, [0, -1]] = 3 / 12
+    expected[[0, 0, -1, -1], [0, -1, 0, -1]] = 6 / 12
     np.testing.assert_allclose(y, expected)
-    h_col = -(1 / 3 * np.log2(1 / 3) + 2 / 3 * np.log2(2 / 3))  # 0.9183 bit
-    np.testing.assert_allclose(entropy_bits(y)[:, 0], h_col, atol=1e-6)
-    np.testing.assert_allclose(entropy_weights(y)[:, 0], 1 - h_col, atol=1e-6)
-    assert entropy_weights(y)[0, 1] == 1
-    assert abs(image_score(y) - h * h_col / (h * w)) < 1e-6
-    # the prompt went through each view's map: the identity view got the point unchanged
-    assert seg.calls[0][1].tolist() == [[4.0, 2.0]]
+    h_border = -(0.25 * np.log2(0.25) + 0.75 * np.log2(0.75))  # 0.8113 bit
+    np.testing.assert_allclose(entropy_bits(y)[0, 1:-1], h_border, atol=1e-6)
+    np.testing.assert_allclose(entropy_weights(y)[0, 1:-1], 1 - h_border, atol=1e-6)
+    assert abs(entropy_weights(y)[0, 0]) < 1e-6 and entropy_weights(y)[1, 1] == 1  # corner: an even split
+    n_border = 2 * (h - 2) + 2 * (w - 2)
+    assert abs(image_score(y) - (4 * 1.0 + n_border * h_border) / (h * w)) < 1e-6
+    assert seg.calls[0][1].tolist() == [[4.0, 2.0]]  # the identity view got the point unchanged
+
+
+def test_views_resume_from_a_store(tmp_path):
+    """An image interrupted half way: the masks already in the store are not recomputed, and the result is the
+    same as in one go."""
+    from focus.data.pseudo_labels import MaskStore
+
+    h, w = 6, 8
+    base = np.zeros((h, w), bool)
+    base[2:4, 3:6] = True
+    views = build_views()
+    image = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+    xy = np.array([[4.0, 2.0]])
+    seg = _FirstColumn(base, views)
+    seg.image = image
+    y_once, _ = pseudo_label(image, xy, np.array([1]), seg, views)
+    store = MaskStore(tmp_path / "partial")
+    seg2 = _FirstColumn(base, views)
+    seg2.image = image
+    pseudo_label(image, xy, np.array([1]), seg2, views[:5], store)  # "interrupted" after 5 (distinct) views
+    assert len(seg2.calls) == 5 and len(list((tmp_path / "partial").glob("*.png"))) == 5
+    seg3 = _FirstColumn(base, views)
+    seg3.image = image
+    y_resumed, _ = pseudo_label(image, xy, np.array([1]), seg3, views, store)
+    assert len(seg3.calls) == 3  # only the 3 distinct views not stored yet
+    np.testing.assert_array_equal(y_resumed, y_once)
+    store.clear()
+    assert not (tmp_path / "partial").exists()
 
 
 def test_sam_segmenter_tiny_random(single_thread):
