@@ -59,7 +59,7 @@ setup(
         "timm>=1.0",  # Swin/PVT building blocks of the BiRefNet backbones
         "safetensors>=0.4",  # Hugging Face `model.safetensors` checkpoints
     ],
-    extras_require={"test": ["pytest>=7", "timm>=0.9"], "wandb": ["wandb"], "sam": ["segment-anything>=1.0"]},
+    extras_require={"test": ["pytest>=7", "timm>=0.9"], "wandb": ["wandb"], "sam": ["segment-anything>=1.0"], "sam2": ["sam2>=1.0"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     zip_safe=False,

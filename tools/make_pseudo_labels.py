@@ -46,6 +46,7 @@ from focus.data.pseudo_labels import (  # noqa: E402
     Sam2Segmenter,
     SamSegmenter,
     build_tiny_sam,
+    build_tiny_sam2,
     build_views,
     entropy_weights,
     image_score,
@@ -67,6 +68,8 @@ def build_segmenter(p):
             return SamSegmenter(build_tiny_sam(seed=p.SEED).to(p.DEVICE), p.MULTIMASK, p.DTYPE)
         return SamSegmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK, p.DTYPE)
     if p.SEGMENTER == "sam2":
+        if p.SAM_TYPE == "tiny":
+            return Sam2Segmenter(build_tiny_sam2(seed=p.SEED), p.MULTIMASK, p.DTYPE)
         return Sam2Segmenter.from_checkpoint(p.SAM_TYPE, p.CHECKPOINT or None, p.DEVICE, p.MULTIMASK, p.DTYPE)
     raise SystemExit(f"PSEUDO_LABELS.SEGMENTER must be sam, sam2 or grabcut, got {p.SEGMENTER!r}")
 

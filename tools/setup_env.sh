@@ -28,6 +28,9 @@ PIP="pip_quiet $VENV/bin/python -m pip --disable-pip-version-check"
 pip_quiet() { local rc=0; "$@" > >(grep -v "is ignored: it is neither a file nor a directory" >&2) 2>&1 || rc=$?; return $rc; }
 $PIP install -q --upgrade "pip>=24" "setuptools>=70" wheel
 $PIP install -q -r "$PINS"
+# sam2 (SAM 2 pseudo labels, optional; see requirements/pinned.txt) is a source package: built against our torch,
+# without its CUDA extension, its dependencies being pinned above
+SAM2_BUILD_CUDA=0 $PIP install -q --no-deps --no-build-isolation "$(sed -n 's/^# *\(sam2==[^ ]*\).*/\1/p' "$PINS")"
 
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [ -n "${FOCUS_DETECTRON2:-}" ]; then

@@ -57,7 +57,7 @@ def add_pseudo_label_config(cfg):
     cfg.PSEUDO_LABELS = CN()
     p = cfg.PSEUDO_LABELS
     p.SEGMENTER = "sam"  # "sam" (segment-anything), "sam2" (sam2), "grabcut" (classical stand-in, no weights)
-    p.SAM_TYPE = "vit_h"  # sam_model_registry key, or "tiny" (a small random SAM, tests); sam2: its config name
+    p.SAM_TYPE = "vit_h"  # sam_model_registry key; sam2: its config name; "tiny": a small random SAM / SAM 2 (tests)
     p.CHECKPOINT = ""  # local SAM / SAM 2 weights (nothing is downloaded)
     p.RANDOM_WEIGHTS = False  # allow running without a checkpoint (random weights: tests and timing only)
     p.DEVICE = "cpu"

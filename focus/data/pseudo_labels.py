@@ -44,6 +44,7 @@ __all__ = [
     "Sam2Segmenter",
     "GrabCutSegmenter",
     "build_tiny_sam",
+    "build_tiny_sam2",
 ]
 
 
@@ -341,7 +342,7 @@ class Sam2Segmenter(SamSegmenter):
         return cls(predictor(build_sam2(model_cfg, checkpoint or None, device=device)), multimask, dtype)
 
     def _encode(self, image):
-        self.predictor.set_image(image)
+        self.predictor.set_image(np.array(image))  # a writable copy for its torchvision transforms
         f = self.predictor._features
         self.predictor._features = {"image_embed": f["image_embed"].float(),
                                     "high_res_feats": [t.float() for t in f["high_res_feats"]]}
@@ -410,3 +411,20 @@ def build_tiny_sam(image_size=256, embed_dim=64, depth=2, num_heads=2, seed=0):
         pixel_std=[58.395, 57.12, 57.375],
     )
     return sam.eval()
+
+
+def build_tiny_sam2(image_size=256, seed=0):
+    """A randomly initialised SAM 2 of the `sam2` package at a small size (tests), wrapped in its
+    `SAM2ImagePredictor`: SAM 2.1 Hiera-T's config with a 32-channel, 5-block trunk, one memory-attention layer
+    and `image_size` px input (the predictor's feature sizes follow it)."""
+    import torch
+
+    build_sam2, predictor_cls = Sam2Segmenter._import()
+    torch.manual_seed(seed)
+    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu", hydra_overrides_extra=[
+        f"++model.image_size={image_size}", "++model.image_encoder.trunk.embed_dim=32",
+        "++model.image_encoder.trunk.stages=[1,1,2,1]", "++model.image_encoder.trunk.global_att_blocks=[3]",
+        "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]", "++model.memory_attention.num_layers=1"])
+    predictor = predictor_cls(model)
+    predictor._bb_feat_sizes = [(image_size // s,) * 2 for s in (4, 8, 16)]  # hard-coded for 1024 px in sam2
+    return predictor

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from focus.data.pseudo_labels import (
@@ -131,15 +132,24 @@ def test_views_resume_from_a_store(tmp_path):
     assert not (tmp_path / "partial").exists()
 
 
-def test_sam_segmenter_tiny_random(single_thread):
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_sam_segmenter_tiny_random(single_thread, dtype):
     pytest.importorskip("segment_anything")
     from focus.data.pseudo_labels import SamSegmenter, build_tiny_sam
 
-    seg = SamSegmenter(build_tiny_sam())
+    seg = SamSegmenter(build_tiny_sam(), dtype=dtype)
+    encoded = []
+    qkv = seg.predictor.model.image_encoder.blocks[0].attn.qkv  # the encoder's matmuls (its output is a LayerNorm's)
+    qkv.register_forward_hook(lambda m, i, o: encoded.append(o.dtype))
     img = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
     m1 = seg(img, np.array([[10.0, 20.0]]), np.array([1]))
     m2 = seg(img, np.array([[10.0, 20.0], [30.0, 5.0]]), np.array([1, 0]))
     assert m1.shape == m2.shape == (40, 60) and m1.dtype == bool
+    assert len(encoded) == 1  # the second prompt on the same image reuses its embedding
+    assert encoded[0] == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    assert seg.predictor.features.dtype == torch.float32  # the decoder always runs in fp32
+    seg(img[::-1].copy(), np.array([[10.0, 20.0]]), np.array([1]))
+    assert len(encoded) == 2
 
 
 def test_grabcut_stand_in_finds_a_bright_disk():
@@ -189,6 +199,22 @@ def test_tool_end_to_end_tiny_sam_and_resume(tmp_path, tool, single_thread):
     assert y.shape == (48, 64) and set(np.unique(y)) <= {0, 64, 128, 191, 255}  # k/4 of 4 views, rounded
     assert tool.main(args) == 0
     assert json.loads((out / "summary.json").read_text())["computed_this_run"] == 0  # resumed: nothing redone
+
+
+def test_tool_sam2_tiny_random_and_bf16(tmp_path, tool, single_thread):
+    """The SAM 2 path end to end (a tiny random SAM 2, no download), its encoder under bf16 autocast."""
+    pytest.importorskip("sam2")
+    images, sparse = _dataset(tmp_path)
+    out = tmp_path / "out"
+    assert tool.main(["--images", str(images), "--sparse", str(sparse), "--out", str(out), "--no-progress",
+                      "--dtype", "bf16", "--limit", "1", "PSEUDO_LABELS.SEGMENTER", "sam2", "PSEUDO_LABELS.SAM_TYPE", "tiny",
+                      "PSEUDO_LABELS.RANDOM_WEIGHTS", "True", "PSEUDO_LABELS.ROTATIONS", "[0, 90]",
+                      "PSEUDO_LABELS.FLIPS", "['none']", "PSEUDO_LABELS.SELECT_THRESHOLD", "1.01"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["segmenter"] == "sam2:tiny:bf16" and summary["views"] == 2 and summary["kept"] == 1
+    y = np.asarray(Image.open(out / "pseudo" / "a0.png"))
+    assert y.shape == (48, 64) and set(np.unique(y)) <= {0, 128, 255}
+    assert not any((out / "partial").rglob("*.png"))  # per-view masks removed once the image is done
 
 
 def test_tool_needs_weights(tmp_path, tool):
