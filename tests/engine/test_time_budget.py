@@ -55,28 +55,29 @@ def _ckpt(path):
 def test_time_budget_ends_like_the_last_iteration_and_resumes(tmp_path, data, load_tool, one_second_steps,
                                                               single_thread):
     out = tmp_path / "run"
-    text = _train(load_tool, out, data, "SOLVER.MAX_ITER", "20", "SOLVER.MAX_TIME", "3")
-    assert "time budget of 3 s reached at iteration 3/20 (3 s of training)" in text
-    assert "Exception during training" not in text and "Training time: 3.0 s of a 3 s budget" in text
-    # evaluated after iterations 2 (periodic) and 3 (final, once), each time on the new weights only
+    text = _train(load_tool, out, data, "SOLVER.MAX_ITER", "20", "SOLVER.MAX_TIME", "4")
+    assert "time budget of 4 s reached at iteration 4/20 (4 s of training)" in text
+    assert "Exception during training" not in text and "Training time: 4.0 s of a 4 s budget" in text
+    # evaluated after iterations 2 (periodic) and 4 (final, once although a multiple of TEST.EVAL_PERIOD), each
+    # time on the new weights only
     assert text.count("Evaluation results for") == 2
     assert text.count("Inference: 2 images run, 0 reused") == 2
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     final = _ckpt(out / "model_final.pth")
-    assert final["iteration"] == 2 and final["trainer"]["hooks"]["TimeBudget"] == {"elapsed": 3.0}
+    assert final["iteration"] == 3 and final["trainer"]["hooks"]["TimeBudget"] == {"elapsed": 4.0}
     iters = [json.loads(x)["iteration"] for x in (out / "metrics.json").read_text().splitlines() if "total_loss" in x]
-    assert max(iters) == 2
+    assert max(iters) == 3
     best = json.loads((out / "model_best.json").read_text())
-    assert best["metric"].endswith("test/masks[:2]/Smeasure") and best["iterations"] in (2, 3)
+    assert best["metric"].endswith("test/masks[:2]/Smeasure") and best["iterations"] in (2, 4)
     assert f"model_best.pth: best {best['metric']} {best['value']:.4f} after {best['iterations']} iterations" in text
     assert set(_ckpt(out / "model_best.pth")) == {"model", "iteration"}  # weights only
 
     # --resume: on to SOLVER.MAX_ITER, ending as usual; the training time counts on from the checkpoint's
-    text = _train(load_tool, out, data, "SOLVER.MAX_ITER", "5", "SOLVER.MAX_TIME", "0", resume=True)
-    assert "Starting training from iteration 3" in text and f"best {best['metric']} so far" in text
-    assert "time budget" not in text and "Training time: 5.0 s (iterations only" in text
-    assert text.count("Evaluation results for") == 2  # after 4 (periodic) and 5 (final, once)
-    assert _ckpt(out / "model_final.pth")["iteration"] == 4
+    text = _train(load_tool, out, data, "SOLVER.MAX_ITER", "7", "SOLVER.MAX_TIME", "0", resume=True)
+    assert "Starting training from iteration 4" in text and f"best {best['metric']} so far" in text
+    assert "time budget" not in text and "Training time: 7.0 s (iterations only" in text
+    assert text.count("Evaluation results for") == 2  # after 6 (periodic) and 7 (final)
+    assert _ckpt(out / "model_final.pth")["iteration"] == 6
     assert json.loads((out / "model_best.json").read_text())["value"] >= best["value"]
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
 
