@@ -94,7 +94,7 @@ class TimeBudget(HookBase):
         if self._schedule_iters is not None:
             budget = f" of a {self.max_time:g} s budget" if self.max_time > 0 else ""
             logger.info(f"Training time: {self.elapsed:.1f} s{budget} (iterations only: data, forward, backward, "
-                        f"update; cumulative over resumes)")
+                        f"update; cumulative over resumes){_peak_memory()}")
 
     def left(self):
         """Seconds of budget left (None without a budget)."""
@@ -107,7 +107,17 @@ class TimeBudget(HookBase):
         self.elapsed = float(state_dict.get("elapsed", 0.0))
 
 
-LOWER_IS_BETTER = ("MAE", "BER", "HCE", "J_decay", "F_decay")
+def _peak_memory():
+    """"peak resident memory of this process so far: X GB" (`getrusage`: kB on Linux, bytes on macOS), or "" where
+    `resource` does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return ""
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
+    return f"; peak resident memory of this process so far: {peak:.2f} GB (data-loader workers not included)"
 
 
 class BestCheckpointer(HookBase):
