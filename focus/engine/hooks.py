@@ -59,9 +59,13 @@ class TimeBudget(HookBase):
     def before_train(self):
         self._schedule_iters = self.trainer.max_iter
         if self.max_time > 0 and self.elapsed >= self.max_time:
-            logger.warning(f"SOLVER.MAX_TIME: this run already trained {self.elapsed:.0f} s, beyond its time budget "
-                           f"of {self.max_time:g} s: it stops after one iteration (raise SOLVER.MAX_TIME, or set it "
-                           f"to 0, to train on)")
+            # resumed after the budget ran out: nothing to train, ended as detectron2 ends a finished run (the final
+            # evaluation again, whose scores the evaluator reuses for the same weights)
+            self._stop = True
+            self.stopped_at = self.trainer.max_iter = self.trainer.start_iter
+            logger.warning(f"SOLVER.MAX_TIME: the checkpoint already trained {self.elapsed:.0f} s, its whole time "
+                           f"budget of {self.max_time:g} s: nothing to train (raise SOLVER.MAX_TIME, or set it to 0, "
+                           f"to train on)")
 
     def before_step(self):
         if self._stop:

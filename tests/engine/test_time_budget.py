@@ -72,6 +72,11 @@ def test_time_budget_ends_like_the_last_iteration_and_resumes(tmp_path, data, lo
     assert f"model_best.pth: best {best['metric']} {best['value']:.4f} after {best['iterations']} iterations" in text
     assert set(_ckpt(out / "model_best.pth")) == {"model", "iteration"}  # weights only
 
+    # --resume with the budget used up: nothing trained, the final evaluation again (its scores reused)
+    text = _train(load_tool, out, data, "SOLVER.MAX_ITER", "20", "SOLVER.MAX_TIME", "4", resume=True)
+    assert "its whole time budget of 4 s: nothing to train" in text and "Inference: 0 images run, 2 reused" in text
+    assert _ckpt(out / "model_final.pth")["iteration"] == 3
+
     # --resume: on to SOLVER.MAX_ITER, ending as usual; the training time counts on from the checkpoint's
     text = _train(load_tool, out, data, "SOLVER.MAX_ITER", "7", "SOLVER.MAX_TIME", "0", resume=True)
     assert "Starting training from iteration 4" in text and f"best {best['metric']} so far" in text
