@@ -41,7 +41,8 @@ class TimeBudget(HookBase):
     (and that of every hook that copied it at `before_train`, such as detectron2's `PeriodicCheckpointer`) becomes
     `i + 1` before the other hooks see the step: `model_final.pth` is written, the final evaluation runs once, and
     training ends as after the last iteration. The learning-rate schedule is left alone (it follows
-    `SOLVER.MAX_ITER`). With several processes, the processes agree: training stops when any process is over.
+    `SOLVER.MAX_ITER`). With several processes, the processes agree: training stops when any process is over. A run
+    resumed with its budget already used up trains nothing and ends as a finished run does.
     """
 
     clock = staticmethod(time.perf_counter)  # seconds; a test may substitute a fake clock
