@@ -53,7 +53,11 @@ class BiRefNet(nn.Module):
     saves) and ``mask`` bool (``foreground > mask_threshold``).
 
     Input (train): ``image`` uint8 ``(3, h, w)``, ``gt`` float ``(1, h, w)`` in [0, 1]; returns the loss dict.
+    Training needs at least `min_train_batch` images per batch (the image-pooling BatchNorm of every ASPP sees one
+    value per channel otherwise, docs/birefnet.md#q1).
     """
+
+    min_train_batch = 2
 
     @configurable
     def __init__(self, *, bb: nn.Module, channels: List[int], inter_channels=64, aspp_width=256,
