@@ -1,32 +1,30 @@
-"""Modulated deformable convolution (DCNv2) for inference as gathers and one matrix product per chunk.
+"""Modulated deformable convolution (DCNv2) for inference as one weighted row gather and one matmul per chunk.
 
 `torchvision.ops.deform_conv2d` on the CPU builds its column buffer in a single-threaded loop (one bilinear sample
 per channel, tap and position), which dominates BiRefNet's stride-4 decoder block. `deform_conv2d_gather` computes
-the same function with parallel, vectorised PyTorch ops: the input is laid out once as a *corner table* (every
-position holds its 2x2 neighbourhood of the zero-padded input, channels last), each sample is one row gather
-of the four corners weighted exactly as torchvision weights them (same positions, same bilinear weights, the same
-zero contribution outside the map), and the columns of a chunk of output positions go through one matmul. Only the
-summation order differs from torchvision (~1e-6 relative). The table is shared by the branches of an ASPP that
-read the same input (`corner_table`).
+the same function with library kernels: the zero-padded input is laid out once channels-last (`padded_table`), and
+every bilinear sample is the weighted sum of four table rows, exactly torchvision's positions, bilinear weights
+(times the modulation) and zero contribution outside the map, computed by `F.embedding_bag(mode="sum",
+per_sample_weights=...)` (a fused, vectorised gather-and-accumulate); the columns of a chunk of output positions
+then go through one matmul. Only the summation order differs from torchvision (~1e-6 relative). The table is shared
+by the branches of an ASPP that read the same input.
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["corner_table", "deform_conv2d_gather"]
+__all__ = ["padded_table", "deform_conv2d_gather"]
 
-# samples (positions x taps) per chunk: the gathered corners are samples x 4C values (64 MB at C=64, fp32)
+# samples (positions x taps) per chunk: their columns are samples x C values (16 MB at C=64, fp32)
 _SAMPLES_PER_CHUNK = 1 << 16
 
 
-def corner_table(x: torch.Tensor) -> torch.Tensor:
-    """``x (B, C, H, W)`` -> ``(B, (H+1)*(W+1), 4C)``: row ``(r, s)`` holds the input at ``(r-1, s-1), (r-1, s),
-    (r, s-1), (r, s)`` (zero outside), the corners of any sample whose ``floor(y), floor(x)`` is ``(r-1, s-1)``."""
+def padded_table(x: torch.Tensor) -> torch.Tensor:
+    """``x (B, C, H, W)`` -> fp32 ``(B*(H+2)*(W+2), C)``: the input zero-padded by one pixel on every side,
+    channels last; row ``b*(H+2)*(W+2) + (y+1)*(W+2) + (x+1)`` holds pixel ``(y, x)`` of image ``b``."""
     B, C, H, W = x.shape
-    xp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H+2, W+2, C)
-    table = torch.cat((xp[:, :-1, :-1], xp[:, :-1, 1:], xp[:, 1:, :-1], xp[:, 1:, 1:]), dim=-1)
-    return table.reshape(B, (H + 1) * (W + 1), 4 * C)
+    return F.pad(x.float(), (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(B * (H + 2) * (W + 2), C)
 
 
 def deform_conv2d_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
@@ -36,8 +34,8 @@ def deform_conv2d_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Te
 
     Args:
         x: ``(B, C, H, W)``; offset: ``(B, 2K, Ho, Wo)`` (``dy, dx`` per tap ``k = i*kw + j``); weight:
-            ``(O, C, kh, kw)``; mask: ``(B, K, Ho, Wo)`` modulation or None; table: `corner_table(x)` if already
-            built. The matmuls run in ``weight``'s dtype; positions and bilinear weights are always fp32.
+            ``(O, C, kh, kw)``; mask: ``(B, K, Ho, Wo)`` modulation or None; table: `padded_table(x)` if already
+            built. Positions, bilinear weights and samples are fp32; the matmuls run in ``weight``'s dtype.
 
     Returns ``(B, O, Ho, Wo)`` (channels-last memory) in ``weight``'s dtype.
     """
@@ -47,45 +45,39 @@ def deform_conv2d_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Te
     Ho, Wo = offset.shape[-2:]
     dtype = weight.dtype
     if table is None:
-        table = corner_table(x.to(dtype))
-    table = table.to(dtype)
+        table = padded_table(x)
     device = x.device
     # tap base positions: y = oy*stride - padding + i (+ dy); torchvision adds the integer base to the float offset
     oy = torch.arange(Ho, device=device) * stride - padding
     ox = torch.arange(Wo, device=device) * stride - padding
     ti = torch.arange(kh, device=device).repeat_interleave(kw)
     tj = torch.arange(kw, device=device).repeat(kh)
-    base_y = (oy.view(Ho, 1, 1) + ti.view(1, 1, K)).expand(Ho, Wo, K).reshape(Ho * Wo, K).float()
-    base_x = (ox.view(1, Wo, 1) + tj.view(1, 1, K)).expand(Ho, Wo, K).reshape(Ho * Wo, K).float()
-    w_cols = weight.permute(0, 2, 3, 1).reshape(O, K * C).t()  # (K*C, O), column index k*C + c
-    offset = offset.float().view(B, K, 2, Ho * Wo)
-    if mask is not None:
-        mask = mask.float().view(B, K, Ho * Wo)
-    out = x.new_empty((B, Ho * Wo, O), dtype=dtype)
     n = Ho * Wo
+    base_y = (oy.view(Ho, 1, 1) + ti.view(1, 1, K)).expand(Ho, Wo, K).reshape(1, n, K).float()
+    base_x = (ox.view(1, Wo, 1) + tj.view(1, 1, K)).expand(Ho, Wo, K).reshape(1, n, K).float()
+    # (B*N, K): positions of every sample, image-major
+    y = (base_y + offset.float().view(B, K, 2, n)[:, :, 0].transpose(1, 2)).reshape(B * n, K)
+    xs = (base_x + offset.float().view(B, K, 2, n)[:, :, 1].transpose(1, 2)).reshape(B * n, K)
+    m = None if mask is None else mask.float().view(B, K, n).transpose(1, 2).reshape(B * n, K)
+    img = torch.arange(B, device=device).repeat_interleave(n) * ((H + 2) * (W + 2))  # (B*N,) table row offsets
+    w_cols = weight.permute(0, 2, 3, 1).reshape(O, K * C).t()  # (K*C, O), column index k*C + c
+    out = x.new_empty((B * n, O), dtype=dtype)
     step = max(1, _SAMPLES_PER_CHUNK // K)
-    for b in range(B):
-        dy, dx = offset[b, :, 0].t(), offset[b, :, 1].t()  # (N, K)
-        m = None if mask is None else mask[b].t()
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            y = base_y[s:e] + dy[s:e]
-            xx = base_x[s:e] + dx[s:e]
-            cols = _sample(table[b], y, xx, H, W, None if m is None else m[s:e])  # (P, K, C) fp32
-            out_b = out[b, s:e]
-            if bias is None:
-                torch.mm(cols.view(e - s, K * C).to(dtype), w_cols, out=out_b)
-            else:
-                torch.addmm(bias.to(dtype), cols.view(e - s, K * C).to(dtype), w_cols, out=out_b)
+    for s in range(0, B * n, step):
+        e = min(B * n, s + step)
+        cols = _sample(table, y[s:e], xs[s:e], H, W, None if m is None else m[s:e], img[s:e])  # (P, K*C) fp32
+        if bias is None:
+            torch.mm(cols.to(dtype), w_cols, out=out[s:e])
+        else:
+            torch.addmm(bias.to(dtype), cols.to(dtype), w_cols, out=out[s:e])
     return out.view(B, Ho, Wo, O).permute(0, 3, 1, 2)
 
 
-def _sample(table, y, x, H, W, mask):
-    """Bilinear samples ``(P, K, C)`` (fp32) at positions ``y, x (P, K)`` from one image's corner table, as
-    torchvision's `bilinear_interpolate` (0 if ``y <= -1 or y >= H or x <= -1 or x >= W``; corners outside the
-    map contribute 0), times ``mask``."""
+def _sample(table, y, x, H, W, mask, row0):
+    """Bilinear samples ``(P, K*C)`` (fp32) at positions ``y, x (P, K)`` from `padded_table` rows (``row0 (P,)``:
+    the image's first row), as torchvision's `bilinear_interpolate` (0 if ``y <= -1 or y >= H or x <= -1 or
+    x >= W``; corners outside the map read the zero padding), times ``mask``."""
     P, K = y.shape
-    C = table.shape[1] // 4
     valid = (y > -1) & (y < H) & (x > -1) & (x < W)
     y0, x0 = y.floor(), x.floor()
     lh, lw = y - y0, x - x0
@@ -93,9 +85,9 @@ def _sample(table, y, x, H, W, mask):
     wts = torch.stack((hh * hw, hh * lw, lh * hw, lh * lw), dim=-1)  # (P, K, 4), torchvision's w1..w4
     scale = valid.float() if mask is None else mask * valid
     wts = wts * scale.unsqueeze(-1)
-    idx = ((y0 + 1) * (W + 1) + (x0 + 1)).long()
-    idx = torch.where(valid, idx, torch.zeros_like(idx))
-    corners = table.index_select(0, idx.view(-1)).view(P * K, 4, C)
-    if corners.dtype != torch.float32:
-        corners = corners.float()
-    return torch.bmm(wts.view(P * K, 1, 4), corners).view(P, K, C)
+    Wp = W + 2
+    i1 = ((y0 + 1) * Wp + (x0 + 1)).long()
+    i1 = torch.where(valid, i1, torch.zeros_like(i1)) + row0.view(P, 1)
+    idx = torch.stack((i1, i1 + 1, i1 + Wp, i1 + Wp + 1), dim=-1)  # (P, K, 4)
+    out = F.embedding_bag(idx.view(P * K, 4), table, per_sample_weights=wts.view(P * K, 4), mode="sum")
+    return out.view(P, K * table.shape[1])

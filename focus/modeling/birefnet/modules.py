@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
-from .deform import corner_table, deform_conv2d_gather
+from .deform import deform_conv2d_gather, padded_table
 
 __all__ = ["DeformableConv2d", "ASPPDeformable", "BasicDecBlk", "BasicLatBlk", "SimpleConvs", "image2patches"]
 
@@ -52,7 +52,7 @@ class DeformableConv2d(nn.Module):
         return self.impl == "gather" and not torch.is_grad_enabled()
 
     def forward(self, x, table=None):
-        """x: ``(B, C, H, W)``; table: `corner_table` of ``x`` in the weights' dtype (gather path only)."""
+        """x: ``(B, C, H, W)``; table: `padded_table(x)` if already built (gather path only)."""
         offset = self.offset_conv(x)
         mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
         weight, bias, dtype = self.regular_conv.weight, self.regular_conv.bias, x.dtype
@@ -107,8 +107,8 @@ class ASPPDeformable(nn.Module):
     def forward(self, x):
         table = None
         deform = self.aspp1.atrous_conv
-        if deform.uses_gather():  # one corner table for the four branches that sample x
-            table = corner_table(x.to(deform.regular_conv.weight.dtype))
+        if deform.uses_gather():  # one table for the four branches that sample x
+            table = padded_table(x)
         x1 = self.aspp1(x, table)
         branches = [m(x, table) for m in self.aspp_deforms]
         x5 = self.global_avg_pool(x).expand(-1, -1, *x1.shape[2:])  # bilinear from 1x1 is a broadcast

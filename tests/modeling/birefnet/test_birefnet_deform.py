@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from focus.modeling.birefnet.deform import corner_table, deform_conv2d_gather
+from focus.modeling.birefnet.deform import deform_conv2d_gather, padded_table
 from focus.modeling.birefnet.modules import ASPPDeformable
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,7 +34,7 @@ def test_gather_equals_torchvision(k, stride, with_mask, with_bias):
 
 
 def test_gather_chunks_and_shared_table(monkeypatch):
-    """Chunked output positions (several chunks per image) and a prebuilt corner table give the same result."""
+    """Chunked output positions (several chunks per image) and a prebuilt padded table give the same result."""
     import focus.modeling.birefnet.deform as deform
 
     g = torch.Generator().manual_seed(1)
@@ -43,19 +43,17 @@ def test_gather_chunks_and_shared_table(monkeypatch):
     weight = torch.randn(3, 4, 3, 3, generator=g)
     whole = deform_conv2d_gather(x, offset, weight, padding=1)
     monkeypatch.setattr(deform, "_SAMPLES_PER_CHUNK", 9 * 7)
-    chunked = deform_conv2d_gather(x, offset, weight, padding=1, table=corner_table(x))
+    chunked = deform_conv2d_gather(x, offset, weight, padding=1, table=padded_table(x))
     assert torch.allclose(whole, chunked, atol=1e-6)
     ref = deform_conv2d(x, offset, weight, padding=1)
     assert (chunked - ref).abs().max().item() < 1e-5
 
 
-def test_corner_table_layout():
-    x = torch.arange(6, dtype=torch.float32).view(1, 1, 2, 3)
-    t = corner_table(x).view(3, 4, 4)  # (H+1, W+1, 4 corners)
-    assert t[0, 0].tolist() == [0, 0, 0, 0]  # floor = (-1, -1): only (0, 0) is inside
-    assert t[1, 1].tolist() == [0, 1, 3, 4]  # floor = (0, 0)
-    assert t[2, 3].tolist() == [5, 0, 0, 0]  # floor = (1, 2): the last pixel
-    assert t[1, 0].tolist() == [0, 0, 0, 3]
+def test_padded_table_layout():
+    x = torch.arange(12, dtype=torch.float32).view(2, 1, 2, 3)
+    t = padded_table(x).view(2, 4, 5)  # (B, H+2, W+2), one channel
+    assert t[0, 0].tolist() == [0] * 5 and t[0, :, 0].tolist() == [0] * 4
+    assert t[0, 1, 1:4].tolist() == [0, 1, 2] and t[1, 2, 1:4].tolist() == [9, 10, 11]
 
 
 def test_aspp_gather_equals_torchvision_and_keeps_autograd():
