@@ -8,12 +8,15 @@
 Trailing `KEY VALUE` pairs override the config. `--eval-only` builds the model for inference
 (`focus.config.inference_config`) and prepares it (`TEST.INFERENCE_*`).
 """
+import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus  # noqa: E402,F401  (registers the components)
 from focus.engine.cli import run_main  # noqa: E402
@@ -28,6 +31,9 @@ def main(args):
     configure_malloc(getattr(args, "malloc", None) or default_malloc_policy(training=not args.eval_only))
     cfg = check_device(setup_cfg(args.config_file, args.opts, eval_only=args.eval_only))
     default_setup(cfg, args)
+    # the package's own messages (time budget, best checkpoint, inference progress) in the console and log.txt too
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="focus", abbrev_name="focus")
+    logging.getLogger("focus").propagate = True  # as before: an embedding application (or pytest) still sees them
     if args.eval_only:
         model = Trainer.build_model(cfg)
         Trainer.load_weights(cfg, model)

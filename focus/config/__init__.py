@@ -235,6 +235,15 @@ def _add_focus_extras(cfg):
     cfg.SOLVER.EPOCH_COSINE_ETA_MIN = 0.0
     # "PeriodicCosineLR": CosineAnnealingLR(EPOCH_COSINE_T_MAX, EPOCH_COSINE_ETA_MIN) stepped before every epoch of
     # EPOCH_ITERS iterations and continued past T_max (periodic), without step decay (docs/ws_sam.md#q7)
+    # training-time budget in seconds (0: none): training ends after the iteration at which the time spent in
+    # iterations (data, forward, backward, update; not checkpoints nor evaluations; cumulative over --resume) exceeds
+    # it, with model_final.pth and the final evaluation; the lr schedule stays that of MAX_ITER
+    # (focus.engine.hooks.TimeBudget, docs/focus.md#training-options)
+    cfg.SOLVER.MAX_TIME = 0  # whole seconds
+    # keep the weights of the evaluation with the best value of this metric of the first DATASETS.TEST entry (a name
+    # of the evaluation table, e.g. "Smeasure"; "": off) in OUTPUT_DIR/model_best.pth; BEST_MODE "max" or "min"
+    cfg.TEST.BEST_METRIC = ""
+    cfg.TEST.BEST_MODE = "max"
 
 
 def get_focus_cfg(config_file=None, opts=()):

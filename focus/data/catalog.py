@@ -22,10 +22,13 @@ only when the dataset does not require masks (their neighbours are always the fu
 A user's own data needs no code: `register_folder_dataset(name, image_root, mask_root, task)`, or the name
 ``folder:<task>:<image_root>:<mask_root>`` anywhere a dataset name is accepted (config, command line), which
 `ensure_registered` registers on first use (``folder:vos:<root>`` for ``<root>/<sequence>/{frames,masks,flow}``,
-masks and flow optional).
+masks and flow optional). A Python slice after the mask folder, ``folder:sod:imgs:masks[:400]`` or
+``...masks[400:]``, keeps that part of the images in file-name order (``sorted`` order of the names, the order the
+dataset lists them in): reproducible splits of one folder (docs/datasets.md#subsets).
 """
 import logging
 import os
+import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -45,6 +48,7 @@ __all__ = [
     "register_builtin_datasets",
     "ensure_registered",
     "load_folder_dataset",
+    "split_subset",
     "load_video_dataset",
 ]
 
@@ -183,18 +187,52 @@ def _require_dir(path, name, prepare):
         )
 
 
-def load_folder_dataset(name, image_root, mask_root, mask_suffix="", exclude=(), prepare=_README):
+_SLICE = re.compile(r"\[(-?\d*):(-?\d*)(?::(-?\d*))?\]")
+
+
+def split_subset(text):
+    """``"masks[:400]"`` -> ``("masks", slice(None, 400, None))``; text without a ``[...]`` suffix -> ``(text,
+    None)``. A ``[...]`` suffix that is not a slice of integers is an error, unless `text` is an existing folder."""
+    if not text.endswith("]") or "[" not in text:
+        return text, None
+    start = text.rindex("[")
+    m = _SLICE.fullmatch(text[start:])
+    if m is None or (m.group(3) or None) is not None and int(m.group(3)) == 0:
+        if Path(text).is_dir():
+            return text, None
+        raise DatasetError(f"Dataset name: malformed subset {text[start:]!r} after {text[:start]!r}; expected a "
+                           f"Python slice of the images in file-name order, e.g. [:400], [400:], [-100:], [::5]")
+    return text[:start], slice(*(int(g) if g not in (None, "") else None for g in m.groups()))
+
+
+def subset_tag(subset):
+    """A file-name-safe tag of a slice, distinct for distinct slices: ``[:400]`` -> "slice_400", ``[400:]`` ->
+    "slice400_", ``[::5]`` -> "slice__5"."""
+    part = [("" if v is None else str(v)) for v in (subset.start, subset.stop)]
+    if subset.step is not None:
+        part.append(str(subset.step))
+    return "slice" + "_".join(part)
+
+
+def load_folder_dataset(name, image_root, mask_root, mask_suffix="", exclude=(), prepare=_README, subset=None):
     """Dataset dicts of an image folder and a mask folder paired by stem (see module docstring).
 
+    `subset` (a `slice`) keeps that part of the images, in file-name order, before they are paired with masks.
     Raises `FileNotFoundError` naming the folder if one is missing, and `ValueError` listing images without
     a mask. Masks without an image are ignored (CAMO keeps train and test masks in one folder).
     """
     _require_dir(image_root, name, prepare)
     _require_dir(mask_root, name, prepare)
-    images = list_files_by_stem(image_root, IMAGE_EXTENSIONS)
+    images = list_files_by_stem(image_root, IMAGE_EXTENSIONS)  # in file-name order
     masks = list_files_by_stem(mask_root, MASK_EXTENSIONS, suffix=mask_suffix)
     for stem in exclude:
         images.pop(stem, None)
+    if subset is not None:
+        total = len(images)
+        images = dict(list(images.items())[subset])
+        if not images:
+            raise DatasetError(f"Dataset '{name}': its subset ({subset_tag(subset)}) of the {total} images in "
+                               f"{image_root} is empty")
     if Path(image_root).resolve() == Path(mask_root).resolve():
         raise DatasetError(f"Dataset '{name}': image and mask folders are the same ({image_root}); {prepare}")
     missing = sorted(set(images) - set(masks))
@@ -311,8 +349,8 @@ def _register(name, loader, metadata, overwrite):
     if name in DatasetCatalog.list():
         if not overwrite:
             old = MetadataCatalog.get(name)
-            if (getattr(old, "image_root", None), getattr(old, "mask_root", None)) == (
-                metadata["image_root"], metadata["mask_root"]
+            if (getattr(old, "image_root", None), getattr(old, "mask_root", None), getattr(old, "subset", None)) == (
+                metadata["image_root"], metadata["mask_root"], metadata.get("subset")
             ):
                 return name
             raise DatasetError(f"Dataset '{name}' is already registered with other folders ({old.image_root})")
@@ -323,14 +361,16 @@ def _register(name, loader, metadata, overwrite):
     return name
 
 
-def register_folder_dataset(name, image_root, mask_root, task, mask_suffix="", overwrite=False):
+def register_folder_dataset(name, image_root, mask_root, task, mask_suffix="", overwrite=False, subset=None):
     """Register an image folder + mask folder (paired by stem) as dataset `name` of `task`; no disk access.
 
-    Re-registering the same folders under the same name is a no-op; other folders need ``overwrite=True``.
+    `subset`: a `slice` of the images in file-name order (None: all). Re-registering the same folders and subset
+    under the same name is a no-op; anything else needs ``overwrite=True``.
     """
     image_root, mask_root = str(image_root), str(mask_root)
-    loader = partial(load_folder_dataset, name, image_root, mask_root, mask_suffix)
-    return _register(name, loader, _metadata(task, image_root, mask_root, mask_suffix=mask_suffix), overwrite)
+    loader = partial(load_folder_dataset, name, image_root, mask_root, mask_suffix, subset=subset)
+    extra = {"subset": subset_tag(subset)} if subset is not None else {}
+    return _register(name, loader, _metadata(task, image_root, mask_root, mask_suffix=mask_suffix, **extra), overwrite)
 
 
 def register_video_dataset(name, root, frames="frames", masks="masks", flows="flow", require_masks=True,
@@ -367,7 +407,8 @@ def ensure_registered(name):
     """Return `name` after making sure it is registered.
 
     Accepts a registered name, or ``folder:<task>:<image_root>:<mask_root>`` (registered under that exact
-    string on first use), or ``folder:vos:<root>`` for ``<root>/<sequence>/{frames,masks}``.
+    string on first use) with an optional slice suffix ``[start:stop]`` (images in file-name order, see
+    `split_subset`), or ``folder:vos:<root>`` for ``<root>/<sequence>/{frames,masks}``.
     """
     if name in DatasetCatalog.list():
         return name
@@ -376,9 +417,10 @@ def ensure_registered(name):
         if len(parts) == 3 and parts[1] == "vos":
             return register_video_dataset(name, parts[2])
         if len(parts) != 4:
-            raise DatasetError(f"Dataset name {name!r}: expected 'folder:<task>:<image_root>:<mask_root>'")
+            raise DatasetError(f"Dataset name {name!r}: expected 'folder:<task>:<image_root>:<mask_root>[<slice>]'")
         _, task, image_root, mask_root = parts
-        return register_folder_dataset(name, image_root, mask_root, task)
+        mask_root, subset = split_subset(mask_root)
+        return register_folder_dataset(name, image_root, mask_root, task, subset=subset)
     if name.startswith("weak:"):  # weak:<image_root>:<sparse_root>[:<pseudo_dir>] (focus.data.sparse)
         from .sparse import register_sparse_dataset
 

@@ -11,6 +11,8 @@ by config):
   detectron2's `AMPTrainer` requires CUDA;
 * checkpoints written atomically (temporary file + `os.replace`), so a kill during a save never corrupts the
   checkpoint that `last_checkpoint` names;
+* a training-time budget (`SOLVER.MAX_TIME`) that ends training like its last iteration, the best weights of the
+  periodic evaluations kept (`TEST.BEST_METRIC`), an ETA capped by the budget (`focus.engine.hooks`);
 * the task evaluator of `focus.evaluation` and an inference loop that skips images an interrupted evaluation
   already scored; test-time augmentation that returns what that evaluator needs.
 """
@@ -39,6 +41,7 @@ from ..errors import MissingFileError, UnknownNameError, UserError
 from ..modeling.checkpoint import FOCUSCheckpointer
 from ..utils.file_io import atomic_write
 from .cli import debug_enabled
+from .hooks import BestCheckpointer, BudgetMetricPrinter, TimeBudget, TimeBudgetReached
 from .lr_scheduler import LR_SCHEDULERS
 from .lr_scheduler import build_lr_scheduler as build_focus_lr_scheduler
 from .tta import TTAModel
@@ -56,6 +59,7 @@ __all__ = [
     "store_frozen_in",
     "weights_loaded",
     "build_ddp_model",
+    "best_metric_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,18 +72,22 @@ class AtomicCheckpointer(FOCUSCheckpointer):
     so a kill at the wrong moment leaves a truncated file that `--resume` then fails to load.
     """
 
-    def save(self, name, **kwargs):
+    def save(self, name, *, tag_last=True, model_only=False, **kwargs):
+        """Write `<save_dir>/<name>.pth`: the model, the checkpointables (trainer, optimizer, scheduler) unless
+        `model_only`, and `kwargs`; then name it in `last_checkpoint` (what `--resume` loads) if `tag_last`."""
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
+        if not model_only:
+            for key, obj in self.checkpointables.items():
+                data[key] = obj.state_dict()
         data.update(kwargs)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
         atomic_write(save_file, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
+        if tag_last:
+            self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
         path = os.path.join(self.save_dir, "last_checkpoint")
@@ -341,10 +349,37 @@ def check_test_datasets(cfg):
                                        f"{prepare}, or set DATASETS.TEST", root)
 
 
+def best_metric_key(cfg):
+    """The event-storage key `TEST.BEST_METRIC` names: "<first DATASETS.TEST entry>/<metric>" (None when off).
+
+    Raises a `UserError` now (not after the first evaluation) if there is no test dataset or the evaluator does not
+    report that metric for it under `TEST.EVAL_PROTOCOL`, or if `TEST.BEST_MODE` is not "max" or "min"."""
+    from detectron2.data import MetadataCatalog
+
+    metric = cfg.TEST.BEST_METRIC
+    if not metric:
+        return None
+    if cfg.TEST.BEST_MODE not in ("max", "min"):
+        raise UserError(f"TEST.BEST_MODE must be 'max' or 'min', got {cfg.TEST.BEST_MODE!r}")
+    if not cfg.DATASETS.TEST:
+        raise UserError("TEST.BEST_METRIC needs an evaluation dataset: set DATASETS.TEST (the first one is used)")
+    from ..evaluation.evaluator import reported_metric_names
+
+    dataset = ensure_registered(cfg.DATASETS.TEST[0])
+    names = reported_metric_names(cfg.TEST.EVAL_PROTOCOL, getattr(MetadataCatalog.get(dataset), "task", None))
+    if metric not in names:
+        raise UserError(f"TEST.BEST_METRIC {metric!r} is not reported for {dataset} under TEST.EVAL_PROTOCOL "
+                        f"{cfg.TEST.EVAL_PROTOCOL!r}; choose one of {', '.join(names)}")
+    return f"{dataset}/{metric}"
+
+
 def _no_user_error_traceback(record):
     """Log filter: detectron2's training loop logs every exception with its traceback; a `UserError` is printed
-    as one line by the tool instead (`focus.engine.cli`), unless `--debug` / `FOCUS_DEBUG=1`."""
+    as one line by the tool instead (`focus.engine.cli`), unless `--debug` / `FOCUS_DEBUG=1`; the end of a time
+    budget (`TimeBudgetReached`) is no error."""
     exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, TimeBudgetReached):
+        return False
     return not (isinstance(exc, UserError) and not debug_enabled())
 
 
@@ -376,8 +411,30 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def build_hooks(self):
+        """detectron2's hooks, plus `TimeBudget` right after the `IterationTimer` (it times the steps alone) and, on
+        the main process with `TEST.BEST_METRIC`, a `BestCheckpointer` right after the `EvalHook`."""
+        from detectron2.engine import hooks
+
+        self._time_budget = TimeBudget(self.cfg.SOLVER.MAX_TIME)
+        ret = super().build_hooks()
+        timer = next((i for i, h in enumerate(ret) if isinstance(h, hooks.IterationTimer)), -1)
+        ret.insert(timer + 1, self._time_budget)
+        key = best_metric_key(self.cfg)
+        if key is not None and comm.is_main_process():
+            if self.cfg.TEST.EVAL_PERIOD <= 0:
+                logger.warning("TEST.BEST_METRIC without TEST.EVAL_PERIOD: only the final evaluation runs, so "
+                               "model_best.pth holds the final weights")
+            evaluation = max(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
+            ret.insert(evaluation + 1, BestCheckpointer(self.checkpointer, key, self.cfg.TEST.BEST_MODE))
+        return ret
+
     def build_writers(self):
-        writers = super().build_writers()
+        """detectron2's writers, with the metric line's ETA capped by `SOLVER.MAX_TIME` (`BudgetMetricPrinter`)."""
+        from detectron2.utils.events import CommonMetricPrinter
+
+        writers = [BudgetMetricPrinter(self.max_iter, getattr(self, "_time_budget", None))
+                   if type(w) is CommonMetricPrinter else w for w in super().build_writers()]
         if self.cfg.TEST.WANDBENABLE:
             from .wandb import WandbWriter  # optional dependency, only when asked for
 
@@ -411,6 +468,13 @@ class Trainer(DefaultTrainer):
         loop_logger.addFilter(_no_user_error_traceback)
         try:
             return super().train()
+        except TimeBudgetReached:  # the after_train hooks have run as after the last iteration
+            if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+                from detectron2.evaluation import verify_results
+
+                verify_results(self.cfg, self._last_eval_results)
+                return self._last_eval_results
+            return None
         finally:
             loop_logger.removeFilter(_no_user_error_traceback)
             faults = FAULTS.faults()

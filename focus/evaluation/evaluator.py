@@ -37,15 +37,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..data.catalog import ensure_registered
+from ..data.catalog import ensure_registered, split_subset, subset_tag
 from ..data.faults import FAULTS
 from ..data.io import file_stem, read_mask
-from ..errors import BadFileError
+from ..errors import BadFileError, DatasetError
 from ..utils.file_io import atomic_write
 from .folder import format_table, json_safe, protocol_metric_names, result_dict, score_pair, vos_result_dict
 from .metrics import VOS_METRICS, vos_frame_metrics
 
-__all__ = ["FocusEvaluator", "build_evaluator", "safe_name"]
+__all__ = ["FocusEvaluator", "build_evaluator", "reported_metric_names", "safe_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,15 @@ PROTOCOLS = ("standard", "focus", "both", "dis", "vos")
 
 
 def safe_name(name):
-    """A file-name-safe form of a dataset name (`folder:` names hold whole paths): at most 120 characters."""
+    """A file-name-safe form of a dataset name (`folder:` names hold whole paths): at most 120 characters; a subset
+    suffix (``masks[:400]``) becomes a tag distinct for each slice (``masks_slice_400``)."""
+    if re.search(r"\[-?\d*:-?\d*(:-?\d*)?\]$", name):
+        try:
+            base, subset = split_subset(name)
+        except DatasetError:  # not a slice ([::0]): sanitised as it is
+            subset = None
+        if subset is not None:
+            name = f"{base}_{subset_tag(subset)}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-120:]
 
 
@@ -338,6 +346,14 @@ class FocusEvaluator(DatasetEvaluator):
             rows = [["sequence"] + names + ["num_frames"]] + [
                 [seq] + [r[n] for n in names] + [r["num_frames"]] for seq, r in res["per_sequence"].items()]
             atomic_write(f"{base}_per_sequence.csv", csv_rows(rows), mode="w")
+
+
+def reported_metric_names(protocol, task=None):
+    """The metric names `FocusEvaluator.evaluate` reports for one dataset (under "both", the focus protocol's
+    prefixed "focus/"), e.g. "Smeasure" under "standard": `TEST.BEST_METRIC` picks one."""
+    if protocol == "both":
+        return protocol_metric_names("standard", task) + ["focus/" + n for n in protocol_metric_names("focus", task)]
+    return protocol_metric_names(protocol, task)
 
 
 def build_evaluator(cfg, dataset_name, output_dir=None):
