@@ -11,7 +11,9 @@ weights, `img_size=518`), eval mode, fp32, `forward_features` on one 1x3x518x518
 * Inference: one `size` x `size` image through the member's test mapper (`INPUT.TEST_MAPPER_NAME`) and the model
   prepared as `TEST.INFERENCE_*` says (`--dtype`, `--cast`; `prepare_for_inference`).
 * Training (`--train`): one step (forward, summed losses, backward; no optimizer) on a synthetic image and mask
-  through the member's training mapper, under autocast in `--dtype` unless fp32.
+  through the member's training mapper, under autocast in `--dtype` unless fp32. The batch holds one sample, or
+  the member's `min_train_batch` (e.g. 2 for a BatchNorm after global pooling, which needs two values per
+  channel) of different synthetic samples.
 * Peak memory: the maximum RSS of a separate process that only builds the model (directly in the inference dtype,
   so no fp32 copy of the weights ever exists) and runs one forward pass or training step.
 * Reduced precision: the binary masks (`mask`) and soft maps (`foreground`) of the prepared model are compared with
@@ -187,8 +189,14 @@ def make_inference_step(model, cfg, size, with_mapper=False):
     return step
 
 
+def train_batch_size(model) -> int:
+    """Images per benchmarked training step: the member's optional `min_train_batch` attribute, else 1."""
+    return max(1, int(getattr(model, "min_train_batch", 1)))
+
+
 def make_train_step(model, cfg, size, amp_dtype=None):
-    """Closure running one training step (batch 1, synthetic GT): forward, summed losses, backward.
+    """Closure running one training step (`train_batch_size(model)` synthetic samples, batch 1 for most members):
+    forward, summed losses, backward.
 
     `amp_dtype` (e.g. bf16) runs the forward under autocast, as `SOLVER.AMP.ENABLED` does. Gradients are freed
     after each step (no optimizer: its state is the same for every implementation).
@@ -197,7 +205,7 @@ def make_train_step(model, cfg, size, amp_dtype=None):
 
     if amp_dtype is not None:
         store_frozen_in(model, amp_dtype)  # as the Trainer with SOLVER.AMP.ENABLED
-    batch = synthetic_train_batch(cfg, size)
+    batch = [s for i in range(train_batch_size(model)) for s in synthetic_train_batch(cfg, size, seed=i)]
     params = [p for p in model.parameters() if p.requires_grad]
     device = cfg.MODEL.DEVICE
     device_type = torch.device(device).type
@@ -406,6 +414,7 @@ def run_benchmark(args):
     model = build_benchmark_model(cfg, args.train, args.dtype, args.cast)
     if args.train:
         ours = make_train_step(model, cfg, args.size, None if args.dtype == "fp32" else DTYPES[args.dtype])
+        result["train_batch"] = train_batch_size(model)
     else:
         ours = make_inference_step(model, cfg, args.size, args.with_mapper)
     calib_model, calib_x = build_calibration(device)
@@ -427,7 +436,7 @@ def run_benchmark(args):
 
 def _summary(r):
     lines = [
-        f"{r['meta_architecture']} {'train step' if r['train'] else 'inference'} {r['size']}x{r['size']} {r['dtype']}"
+        f"{r['meta_architecture']} {'train step (batch %d)' % r['train_batch'] if r['train'] else 'inference'} {r['size']}x{r['size']} {r['dtype']}"
         f"{'' if r['train'] or r['dtype'] == 'fp32' else ' (' + r['cast'] + ')'} on {r['device']}, "
         f"{r['threads']} threads, ms_deform_attn backend: {r['ms_deform_attn_backend']}, malloc {r['malloc']}",
         f"latency_s            {r['latency_s']:.3f} (calibration {r['calibration_s']:.3f} s, {r['runs']} pairs)",
@@ -463,7 +472,8 @@ def build_parser():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=5, help="timed (ours, calibration) pairs")
     p.add_argument("--warmup", type=int, default=1, help="untimed pairs first")
-    p.add_argument("--train", action="store_true", help="time a training step (batch 1, synthetic GT)")
+    p.add_argument("--train", action="store_true",
+                   help="time a training step (synthetic GT; batch 1, or the member's `min_train_batch`)")
     p.add_argument("--with-mapper", action="store_true",
                    help="time the test mapper too, on two alternating frames (a temporal member's flow on the fly)")
     p.add_argument("--device", default=None, help="overrides MODEL.DEVICE")

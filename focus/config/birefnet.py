@@ -28,6 +28,10 @@ def add_birefnet_config(cfg):
     # eval: the stride-1 output conv folded with the image branch and moved before the final resize (the same
     # function up to float rounding, ~10x fewer stride-1 operations, no full-resolution feature map)
     b.FUSED_STRIDE1 = True
+    # deformable convolutions without gradients (inference): "gather" = corner-table gathers + one matmul per
+    # chunk (the same function as torchvision's up to the summation order, parallel, matmul in the weights'
+    # dtype); "torchvision" = torchvision.ops.deform_conv2d (always used when gradients are needed)
+    b.DEFORM_IMPL = "gather"
     b.GRAD_CHECKPOINTING = False  # recompute backbone blocks in backward (same gradients, less memory)
 
     # tiled high-resolution inference (not in the official code): global pass + overlapping tiles, blended

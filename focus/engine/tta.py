@@ -39,6 +39,9 @@ class TTAModel(nn.Module):
         self.max_size = cfg.TEST.AUG.MAX_SIZE
         self.flip = cfg.TEST.AUG.FLIP
         self.merge = getattr(_unwrap(self.model), "merge_tta_outputs", average_foreground)
+        # start in the wrapped model's mode: a model prepared for inference refuses `train(True)`, which an
+        # evaluation loop restoring a freshly built wrapper's default mode would otherwise call
+        self.training = self.model.training
 
     def _resize(self, image, short):
         h, w = image.shape[-2:]

@@ -166,3 +166,14 @@ def test_demo_tta_and_benchmark(setup, load_tool, load_cfg, tmp_path, capsys, mo
     res = bench.main(common + ["--dtype", "bf16", "--real-images", "2", "--real-images-dir", str(images)])
     assert res["meta_architecture"] == "ToyMember" and res["real_images"]["images"] == 2
     assert bench.main(common + ["--train"])["latency_s"] > 0
+
+
+def test_eval_only_with_tta(setup, load_tool, tmp_path):
+    """`--eval-only` with `TEST.AUG.ENABLED`: the TTA wrapper around a model prepared for inference scores every
+    image (it used to end the evaluation by asking that model to train, which it refuses)."""
+    root, config, _ = setup
+    evaluated = _train_net(load_tool, "--config-file", str(config), "--eval-only", "OUTPUT_DIR", str(tmp_path / "ev"),
+                           "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(24, 32)", "TEST.AUG.FLIP", "True")
+    names = sorted(evaluated)
+    assert len(names) == 2 and names[1] == names[0] + "_TTA"
+    assert {"Smeasure", "focus/SM"} <= set(evaluated[names[1]])

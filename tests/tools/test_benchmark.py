@@ -41,7 +41,26 @@ def test_train_step_benchmark(bench):
     res = bench.main(["--config-file", TINY, "--size", "64", "--runs", "1", "--warmup", "0", "--train",
                       "--dtype", "bf16", "--no-rss", "--malloc", "default", "INPUT.CROP.SIZE", "(64, 64)",
                       "INPUT.SIZE_DIVISIBILITY", "64"])
-    assert res["train"] and res["latency_s"] > 0
+    assert res["train"] and res["latency_s"] > 0 and res["train_batch"] == 1
+
+
+def test_train_step_uses_the_member_minimum_batch(bench, monkeypatch):
+    """BiRefNet's image-pooling BatchNorm needs two images per batch (`min_train_batch`): the step runs on 2
+    different synthetic samples, in the timing and in the peak-RSS process alike."""
+    seen = []
+    make = bench.make_train_step
+
+    def spy(model, cfg, size, amp_dtype=None):
+        seen.append(bench.train_batch_size(model))
+        return make(model, cfg, size, amp_dtype)
+
+    monkeypatch.setattr(bench, "make_train_step", spy)
+    res = bench.main(["--config-file", "configs/birefnet/tiny.yaml", "--size", "64", "--runs", "1", "--warmup", "0",
+                      "--train", "--no-rss", "--malloc", "default"])
+    assert res["train_batch"] == 2 and seen == [2] and res["latency_s"] > 0
+    batch = [s for i in range(2) for s in bench.synthetic_train_batch(
+        bench.setup_benchmark_cfg("configs/birefnet/tiny.yaml", [], "cpu", train=True), 64, seed=i)]
+    assert not torch.equal(batch[0]["image"], batch[1]["image"])
 
 
 @pytest.mark.parametrize("cast", ["autocast", "full"])

@@ -53,21 +53,26 @@ class BiRefNet(nn.Module):
     saves) and ``mask`` bool (``foreground > mask_threshold``).
 
     Input (train): ``image`` uint8 ``(3, h, w)``, ``gt`` float ``(1, h, w)`` in [0, 1]; returns the loss dict.
+    Training needs at least `min_train_batch` images per batch (the image-pooling BatchNorm of every ASPP sees one
+    value per channel otherwise, docs/birefnet.md#q1).
     """
+
+    min_train_batch = 2
 
     @configurable
     def __init__(self, *, bb: nn.Module, channels: List[int], inter_channels=64, aspp_width=256,
                  size=(1024, 1024), inference_path="official", mask_threshold=0.5, tile=None, loss=None,
-                 dynamic_size=(), max_iter=0, fused_stride1=False):
+                 dynamic_size=(), max_iter=0, fused_stride1=False, deform_impl="gather"):
         super().__init__()
         self.bb = bb
         raw = list(reversed(channels))  # deepest first, as the official `lateral_channels_in_collection`
         c = [2 * ch for ch in raw]  # doubled by the concatenated half-resolution pass
         squeeze_in = c[0] + sum(c[1:])  # context x1, x2, x3 concatenated before x4
         self.squeeze_module = nn.Sequential(
-            BasicDecBlk(squeeze_in, c[0], inter_channels=inter_channels, aspp_width=aspp_width))
+            BasicDecBlk(squeeze_in, c[0], inter_channels=inter_channels, aspp_width=aspp_width,
+                        deform_impl=deform_impl))
         self.decoder = BiRefNetDecoder(c, inter_channels=inter_channels, aspp_width=aspp_width,
-                                       fused_stride1=fused_stride1)
+                                       fused_stride1=fused_stride1, deform_impl=deform_impl)
         self.size = tuple(size)
         self.inference_path = inference_path
         self.mask_threshold = mask_threshold
@@ -86,6 +91,8 @@ class BiRefNet(nn.Module):
         if b.GRAD_CHECKPOINTING:
             bb.set_grad_checkpointing(True)
         t, lo = b.TILE, b.LOSS
+        if b.DEFORM_IMPL not in ("gather", "torchvision"):
+            raise ValueError(f"MODEL.BIREFNET.DEFORM_IMPL must be 'gather' or 'torchvision', got {b.DEFORM_IMPL!r}")
         return {
             "bb": bb, "channels": bb.channels, "inter_channels": b.DEC_CHANNELS_INTER, "aspp_width": b.ASPP_WIDTH,
             "size": b.SIZE, "inference_path": b.INFERENCE_PATH, "mask_threshold": b.MASK_THRESHOLD,
@@ -97,6 +104,7 @@ class BiRefNet(nn.Module):
                 "factors": tuple(lo.FINETUNE_FACTORS), "compound": lo.FINETUNE_COMPOUND,
             },
             "dynamic_size": b.DYNAMIC_SIZE, "max_iter": cfg.SOLVER.MAX_ITER, "fused_stride1": b.FUSED_STRIDE1,
+            "deform_impl": b.DEFORM_IMPL,
         }
 
     @property

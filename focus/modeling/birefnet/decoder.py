@@ -20,6 +20,7 @@ class BiRefNetDecoder(nn.Module):
             concatenation).
         inter_channels, aspp_width: widths inside every decoder block (64 and 256 in every released model).
         fused_stride1: in eval, compute the stride-1 output with `fused_output` (same values up to rounding).
+        deform_impl: deformable convolutions of the decoder blocks (`DeformableConv2d`).
 
     ``forward([x, x1, x2, x3, x4], gdt_gt=None)`` with ``x (B, 3, H, W)`` the normalised image (H, W multiples of
     32) returns, in eval, ``[logits (B, 1, H, W)]``; in training ``(gdt_preds, gdt_labels, [m4, m3, m2, p1])``
@@ -27,12 +28,12 @@ class BiRefNetDecoder(nn.Module):
     ``gdt_labels = gdt_gt * up(m_k)`` at the image size (docs/birefnet.md#q7).
     """
 
-    def __init__(self, channels, inter_channels=64, aspp_width=256, fused_stride1=False):
+    def __init__(self, channels, inter_channels=64, aspp_width=256, fused_stride1=False, deform_impl="gather"):
         super().__init__()
         self.fused_stride1 = fused_stride1
         c = list(channels)
         ipt = [ch // 8 for ch in c]
-        blk = dict(inter_channels=inter_channels, aspp_width=aspp_width)
+        blk = dict(inter_channels=inter_channels, aspp_width=aspp_width, deform_impl=deform_impl)
         self.ipt_blk5 = SimpleConvs(2**10 * 3, ipt[0], inter_channels=64)
         self.ipt_blk4 = SimpleConvs(2**8 * 3, ipt[0], inter_channels=64)
         self.ipt_blk3 = SimpleConvs(2**6 * 3, ipt[1], inter_channels=64)

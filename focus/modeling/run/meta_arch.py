@@ -31,7 +31,11 @@ class RUN(RUNNetwork):
     Eval output per image: `foreground` (H, W) float32 in [0, 1], the map the official test script saves
     (stage-1 logits resized to (H, W), sigmoid, per-image min-max); `mask` = foreground > 0.5 (uint8);
     `sigmoid` (the map before the min-max).
+
+    Training needs at least `min_train_batch` images per batch (GPM pools to 1 x 1 before a BatchNorm).
     """
+
+    min_train_batch = 2
 
     @configurable
     def __init__(self, *, channels=192, backbone_layers=(3, 4, 6, 3), backbone_weights="", scan_backend=None,

@@ -228,8 +228,8 @@ def test_fused_stride1_output_equals_the_official_path(size):
 
 @pytest.mark.parametrize("cast", ["autocast", "full"])
 def test_bf16_inference_through_the_predictor(cast):
-    """bf16 weights (prepare_for_inference): the deformable convolutions run in fp32 (docs/birefnet.md#q21),
-    the soft map stays close to fp32's."""
+    """bf16 weights (prepare_for_inference): deformable sampling in fp32, its matmul in bf16
+    (docs/birefnet.md#q21); the soft map stays close to fp32's."""
     from focus.engine.predictor import Predictor
 
     img = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
