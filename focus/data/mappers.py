@@ -22,6 +22,7 @@ from ..errors import UnknownNameError
 from .io import binarize_mask, read_image, read_image_and_mask
 
 __all__ = [
+    "ImageTestMapper",
     "MAPPER_REGISTRY",
     "register_mapper",
     "build_mapper",
@@ -176,8 +177,18 @@ class FocusDatasetMapper:
         return dataset_dict
 
 
+class ImageTestMapper:
+    """Base of test mappers: `__call__(dataset_dict)` reads the image of ``file_name`` (RGB uint8, EXIF applied) and
+    returns a copy of the dict updated with `map_image(image)`, which the subclass defines."""
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
+        return dataset_dict
+
+
 @register_mapper("focus_test_mapper")
-class FocusTestMapper:
+class FocusTestMapper(ImageTestMapper):
     """Test mapper: detectron2 ``DatasetMapper(is_train=False)`` semantics (docs/datasets.md#test-mapper).
 
     ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` with PIL bilinear on the uint8 RGB image (EXIF
@@ -207,10 +218,6 @@ class FocusTestMapper:
         tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
 
-    def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)
-        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
-        return dataset_dict
 
 
 def build_train_loader(cfg):

@@ -25,8 +25,8 @@ import torch
 from detectron2.config import configurable
 from PIL import Image, ImageEnhance
 
-from ...data.io import read_image, read_image_and_mask
-from ...data.mappers import register_mapper
+from ...data.io import read_image_and_mask
+from ...data.mappers import ImageTestMapper, register_mapper
 
 __all__ = ["BiRefNetTestMapper", "BiRefNetTrainMapper", "tile_boxes", "resize_image"]
 
@@ -62,7 +62,7 @@ def _to_chw(image):
 
 
 @register_mapper("birefnet_test_mapper")
-class BiRefNetTestMapper:
+class BiRefNetTestMapper(ImageTestMapper):
     """Reads the image (RGB uint8, EXIF applied) and returns ``image`` uint8 ``(3, h, w)`` at the network size,
     ``height``/``width`` of the original, and with tiling ``tiles`` uint8 ``(N, 3, h, w)``, ``tile_boxes``."""
 
@@ -94,10 +94,6 @@ class BiRefNetTestMapper:
             out["tile_boxes"] = boxes
         return out
 
-    def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)
-        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
-        return dataset_dict
 
 
 @register_mapper("birefnet_train_mapper")

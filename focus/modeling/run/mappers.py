@@ -9,8 +9,8 @@ import torch
 from detectron2.config import configurable
 from PIL import Image, ImageEnhance
 
-from ...data.io import read_image, read_image_and_mask
-from focus.data.mappers import register_mapper
+from ...data.io import read_image_and_mask
+from ...data.mappers import ImageTestMapper, register_mapper
 
 from ...config.run import check_input_size
 
@@ -24,7 +24,7 @@ def squash_resize(image, size):
 
 
 @register_mapper("run_test_mapper")
-class RUNTestMapper:
+class RUNTestMapper(ImageTestMapper):
     """Official test preprocessing: squash to INPUT_SIZE x INPUT_SIZE (docs/run.md#inference). Output: `image` uint8
     (3, S, S), `height`/`width` of the original image (the prediction is resized back to them)."""
 
@@ -44,10 +44,6 @@ class RUNTestMapper:
         return {"image": torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": h,
                 "width": w, **extras}
 
-    def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)
-        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
-        return dataset_dict
 
 
 def _edge_from_mask(mask):

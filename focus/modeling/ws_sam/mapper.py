@@ -7,7 +7,7 @@ from detectron2.config import configurable
 from PIL import Image, ImageEnhance, ImageOps
 
 from ...data.io import check_same_size, read_image, read_mask
-from ...data.mappers import register_mapper
+from ...data.mappers import ImageTestMapper, register_mapper
 from ...data.sparse import read_sparse, scribble_to_sparse, sparse_to_scribble
 
 __all__ = ["WSSAMTestMapper", "WSSAMTrainMapper", "resize_rgb"]
@@ -20,7 +20,7 @@ def resize_rgb(image, size):
 
 
 @register_mapper("ws_sam_test_mapper")
-class WSSAMTestMapper:
+class WSSAMTestMapper(ImageTestMapper):
     """Reads an image and squashes it to `size` x `size` (`INPUT.WS_SAM.SIZE`, 384 for the released model).
 
     Output: `image` uint8 (3, size, size), `height`/`width` of the original image (the output size), and the
@@ -43,10 +43,6 @@ class WSSAMTestMapper:
         out.update(extras)
         return out
 
-    def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)
-        dataset_dict.update(self.map_image(read_image(dataset_dict["file_name"])))
-        return dataset_dict
 
 
 @register_mapper("ws_sam_train_mapper")
