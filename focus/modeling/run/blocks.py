@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...layers.gates import PooledGate
+
 __all__ = [
     "BasicConv2d", "BasicDeConv2d", "ETM", "GCM3", "IntraLayerFeatureAggregation",
     "ContextualFeatureAggregation", "GPM", "REU6", "REM11", "ChannelAttentionFC", "SpatialAttention7",
@@ -251,18 +253,6 @@ class GPM(nn.Module):
         return self.out(self.head(out))
 
 
-class _GetAlpha(nn.Module):
-    def __init__(self, in_channels):
-        super().__init__()
-        self.fc1 = nn.Conv2d(in_channels * 2, in_channels, 1, bias=False)
-        self.fc2 = nn.Conv2d(in_channels, 1, 1, bias=False)
-
-    def forward(self, x):
-        avg = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
-        mx = self.fc2(F.relu(self.fc1(F.adaptive_max_pool2d(x, 1))))
-        return torch.sigmoid(avg + mx)
-
-
 class ODE(nn.Module):
     """Second-order update: a = F1(x), b = F2(a + x), alpha from [a, b]; x + a alpha + b (1 - alpha)."""
 
@@ -272,7 +262,7 @@ class ODE(nn.Module):
                                 nn.Conv2d(channels, channels, 3, padding=1))
         self.F2 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(True),
                                 nn.Conv2d(channels, channels, 3, padding=1))
-        self.getalpha = _GetAlpha(channels)
+        self.getalpha = PooledGate(channels)
 
     def forward(self, x):
         a = self.F1(x)

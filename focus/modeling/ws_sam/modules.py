@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...layers.gates import PooledGate
+
 __all__ = [
     "BasicConv2d",
     "PositionAttention",
@@ -216,21 +218,6 @@ class SlotGrouping(nn.Module):
         return self.conv(y)
 
 
-class _AlphaGate(nn.Module):
-    """`sigmoid(fc2(relu(fc1(avgpool z))) + fc2(relu(fc1(maxpool z))))`, (B, 2C, H, W) -> (B, 1, 1, 1)."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.fc1 = nn.Conv2d(2 * channels, channels, 1, bias=False)
-        self.relu = nn.ReLU()
-        self.fc2 = nn.Conv2d(channels, 1, 1, bias=False)
-
-    def forward(self, z):
-        avg = self.fc2(self.relu(self.fc1(F.adaptive_avg_pool2d(z, 1))))
-        mx = self.fc2(self.relu(self.fc1(F.adaptive_max_pool2d(z, 1))))
-        return torch.sigmoid(avg + mx)
-
-
 class MultiScaleGrouping(nn.Module):
     """Multi-scale feature grouping (MFG, keys `ODE4.*`): two slot groupings with different slot counts,
     aggregated with a learned gate, `x + a * f1 + (1 - a) * f2`, `f1 = SAn(x)`, `f2 = SAm(f1 + x)`.
@@ -245,7 +232,7 @@ class MultiScaleGrouping(nn.Module):
         self.size_key = size_key
         self.SAn = SlotGrouping(channels, resolution, num_slots[0], iters)
         self.SAm = SlotGrouping(channels, resolution, num_slots[1], iters)
-        self.getalpha = _AlphaGate(channels)
+        self.getalpha = PooledGate(channels)
 
     def forward(self, x):
         if tuple(x.shape[-2:]) != self.resolution:
